@@ -1,0 +1,30 @@
+from kfp import dsl
+
+from hala.images import image
+
+
+@dsl.component(base_image=image("eval"))
+def evaluate_student(
+    recipe_json: str,
+    tracking_uri: str,
+    mlflow_run: dsl.Input[dsl.Artifact],
+    student: str,
+    checkpoint: dsl.Input[dsl.Model],
+    merged: dsl.Input[dsl.Model],
+    results: dsl.Output[dsl.Artifact],
+):
+    """Stage 8: the Arabic benchmark suite for a student's base, SFT checkpoint and merged model."""
+    import json
+
+    from hala.models import resolve_model
+    from hala.stages.evaluate import compare_models
+    from hala.stages.train_student import student_by_name
+    from hala.tracking import log_stage_metrics, pipeline_stage
+
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"evaluate_student[{student}]", "evaluation") as recipe:
+        models = {"base": resolve_model(student_by_name(recipe, student).base), "sft": checkpoint.path, "merged": merged.path}
+        table = compare_models(models, recipe)
+        log_stage_metrics(table["metrics"])
+    with open(results.path, "w", encoding="utf-8") as fh:
+        json.dump({"student": student, **table}, fh, indent=2)
+    results.metadata.update({"student": student, **table["metrics"]})

@@ -1,0 +1,24 @@
+from kfp import dsl
+
+from hala.images import image
+
+
+@dsl.component(base_image=image("train"))
+def train_student(
+    recipe_json: str,
+    tracking_uri: str,
+    mlflow_run: dsl.Input[dsl.Artifact],
+    student: str,
+    corpus: dsl.Input[dsl.Dataset],
+    checkpoint: dsl.Output[dsl.Model],
+):
+    """Stage 6: SFT of one student on the Arabic corpus."""
+    from pathlib import Path
+
+    from hala.stages.train_student import train_student as run
+    from hala.tracking import log_stage_metrics, pipeline_stage
+
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"train_student[{student}]", "students") as recipe:
+        metrics = run(recipe, student, Path(corpus.path) / "corpus.jsonl", Path(checkpoint.path))
+        log_stage_metrics(metrics)
+    checkpoint.metadata.update({**metrics, "student": student})

@@ -1,0 +1,24 @@
+from kfp import dsl
+
+from hala.images import image
+
+
+@dsl.component(base_image=image("train"))
+def train_translator(
+    recipe_json: str,
+    tracking_uri: str,
+    mlflow_run: dsl.Input[dsl.Artifact],
+    bilingual: dsl.Input[dsl.Dataset],
+    pairs: dsl.Input[dsl.Dataset],
+    translator: dsl.Output[dsl.Model],
+):
+    """Stage 4: SFT of the lightweight translator on the bootstrap tuples and the judged pairs."""
+    from pathlib import Path
+
+    from hala.stages.train_translator import train_translator as run
+    from hala.tracking import log_stage_metrics, pipeline_stage
+
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "train_translator", "translator") as recipe:
+        metrics = run(recipe, Path(bilingual.path) / "bilingual.jsonl", Path(pairs.path) / "pairs.jsonl", Path(translator.path))
+        log_stage_metrics(metrics)
+    translator.metadata.update(metrics)

@@ -1,0 +1,3 @@
+from hala.cli import main
+
+main()

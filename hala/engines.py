@@ -1,0 +1,134 @@
+"""One generation interface, two backends: vLLM on GPU (production) and transformers on CPU.
+
+Stages hand an engine a list of chat conversations and get one completion per conversation,
+in the same order. Which backend runs is the recipe's ``engine`` choice; ``auto`` picks vLLM
+when a CUDA device and the vllm package are both present.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from hala.progress import progress_bar
+from hala.recipe import Generation
+
+log = logging.getLogger(__name__)
+
+Conversation = list[dict[str, str]]
+
+
+class GenerationEngine(Protocol):
+    name: str
+
+    def chat(self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating") -> list[str]:
+        """Complete every conversation with one assistant turn; results keep the input order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pick_backend(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if gpu_available() and importlib.util.find_spec("vllm") is not None:
+        return "vllm"
+    return "transformers"
+
+
+class TransformersEngine:
+    """CPU (or single-GPU) generation with transformers: length-sorted batches, left padding."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        # Decoder-only batched generation needs left padding so every prompt ends where generation starts.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if self.device == "cpu" else "auto")
+        self.model.to(self.device).eval()
+
+    def chat(self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating") -> list[str]:
+        import torch
+
+        prompts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations
+        ]
+        # Sorting by length keeps padding (wasted compute) small within each batch.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[str] = [""] * len(prompts)
+        sampling = generation.temperature > 0
+        with progress_bar(desc, total=len(prompts)) as bar:
+            for start in range(0, len(order), generation.batch_size):
+                idx = order[start : start + generation.batch_size]
+                batch = self.tokenizer(
+                    [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(self.device)
+                with torch.no_grad():
+                    out = self.model.generate(
+                        **batch,
+                        max_new_tokens=generation.max_new_tokens,
+                        do_sample=sampling,
+                        temperature=generation.temperature if sampling else None,
+                        top_p=None,
+                        top_k=None,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        eos_token_id=self.tokenizer.eos_token_id,
+                    )
+                new_tokens = out[:, batch["input_ids"].shape[1] :]
+                for i, text in zip(idx, self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+                    results[i] = text.strip()
+                bar.advance(len(idx))
+        return results
+
+    def close(self) -> None:
+        del self.model
+
+
+class VLLMEngine:
+    """GPU generation with vLLM: continuous batching and prefix caching for the shared prompt."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, generation: Generation):
+        from vllm import LLM
+
+        self.llm = LLM(
+            model=model_path,
+            tensor_parallel_size=generation.tensor_parallel_size,
+            enable_prefix_caching=True,
+        )
+
+    def chat(self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating") -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=generation.temperature, max_tokens=generation.max_new_tokens)
+        log.info("%s: %d conversations on vLLM", desc, len(conversations))
+        outputs = self.llm.chat(list(conversations), params, use_tqdm=True)
+        return [o.outputs[0].text.strip() for o in outputs]
+
+    def close(self) -> None:
+        del self.llm
+
+
+def load_engine(model_path: str, backend: str, generation: Generation) -> GenerationEngine:
+    chosen = pick_backend(backend)
+    if chosen == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise RuntimeError("engine 'vllm' was asked for but the vllm package is not installed in this image")
+        return VLLMEngine(model_path, generation)
+    return TransformersEngine(model_path)

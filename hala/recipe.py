@@ -1,0 +1,292 @@
+"""The recipe: one validated document that describes a whole translate-and-tune run.
+
+Every stage reads its own section; defaults live here and nowhere else. Unknown keys
+are refused (``extra="forbid"``) so that a typo fails before any stage runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BENCHMARKS = ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")
+Benchmark = Literal["alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht"]
+Layout = Literal["auto", "opus", "columns", "instruction", "sharegpt", "messages"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message is one line naming the key and the problem."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def classify_ref(ref: str) -> str:
+    """Say where a model or dataset reference points: tiny, bundled, s3, local or hub."""
+    if ref.startswith("tiny:"):
+        return "tiny"
+    if ref.startswith("bundled:"):
+        return "bundled"
+    if ref.startswith("s3://"):
+        return "s3"
+    if ref.startswith(("/", "./", "../", "~")) or ref.startswith("file:"):
+        return "local"
+    if _HUB_ID.match(ref):
+        return "hub"
+    raise ValueError(
+        f"{ref!r} is not a hub id (org/name), an s3:// URI, a local path (/... or ./...), "
+        "'tiny:NAME' or 'bundled:PATH'"
+    )
+
+
+def _check_ref(value: str) -> str:
+    classify_ref(value)
+    return value
+
+
+class DatasetRef(Section):
+    """A dataset: a file, a hub id or bundled data, optionally a window of its rows."""
+
+    path: str = Field(description="hub id, s3:// URI, local file, or bundled:RELATIVE_PATH")
+    layout: Layout = Field("auto", description="row layout; auto detects it from the first row")
+    split: str = Field("train", description="split to read for hub datasets")
+    subset: str | None = Field(None, description="hub dataset configuration, e.g. 'ar-en' for opus-100")
+    skip: int = Field(0, ge=0, description="rows to skip from the start")
+    limit: int | None = Field(None, gt=0, description="at most this many rows after skip")
+
+    _ref = field_validator("path")(_check_ref)
+
+
+class Generation(Section):
+    max_new_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding")
+    batch_size: int = Field(8, gt=0, description="prompts per batch on the transformers backend")
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs per vLLM engine")
+
+
+class Training(Section):
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(8, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    max_length: int = Field(1024, gt=0, description="tokens per training sequence")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+
+
+class Languages(Section):
+    source: str = Field("en", min_length=2)
+    target: str = Field("ar", min_length=2)
+    source_name: str = "English"
+    target_name: str = "Arabic"
+
+
+class Teacher(Section):
+    """Stage 1: the translation teacher and its FP8 compression."""
+
+    model: str
+    scheme: Literal["FP8_DYNAMIC"] = "FP8_DYNAMIC"
+    ignore: list[str] = Field(default_factory=lambda: ["lm_head"])
+    gate_dataset: DatasetRef = Field(description="held-out parallel pairs for the quality gate")
+    max_chrf_drop: float = Field(1.0, ge=0, description="largest chrF loss (points) the FP8 copy may show")
+    generation: Generation = Generation()
+
+    _ref = field_validator("model")(_check_ref)
+
+
+class Bootstrap(Section):
+    """Stage 2: the FP8 teacher turns English instruction pairs into bilingual tuples."""
+
+    dataset: DatasetRef
+    prompt: str = "Translate from English to Arabic: {text}"
+    generation: Generation = Generation()
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_slot(cls, v: str) -> str:
+        if "{text}" not in v:
+            raise ValueError("must contain the placeholder {text}")
+        return v
+
+
+class Judge(Section):
+    """Stage 3: an instruct model judges candidate parallel pairs ACCEPT/REJECT."""
+
+    model: str
+    dataset: DatasetRef
+    prompt: str = (
+        "Is the Arabic text a faithful translation of the English text? "
+        "Answer ACCEPT or REJECT.\nEnglish: {source}\nArabic: {target}"
+    )
+    generation: Generation = Generation(max_new_tokens=8)
+
+    _ref = field_validator("model")(_check_ref)
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_slots(cls, v: str) -> str:
+        for slot in ("{source}", "{target}"):
+            if slot not in v:
+                raise ValueError(f"must contain the placeholder {slot}")
+        return v
+
+
+class Translator(Section):
+    """Stage 4: SFT of the lightweight translator on bootstrap + filtered pairs."""
+
+    base: str
+    training: Training = Training()
+    eval_dataset: DatasetRef = Field(description="held-out pairs the training never sees")
+    generation: Generation = Generation()
+
+    _ref = field_validator("base")(_check_ref)
+
+
+class Corpus(Section):
+    """Stage 5: the translator turns English instruction sets into an Arabic corpus."""
+
+    datasets: list[DatasetRef] = Field(min_length=1)
+    generation: Generation = Generation()
+
+
+class Student(Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", description="short name used in run and model names")
+    base: str
+
+    _ref = field_validator("base")(_check_ref)
+
+
+class Students(Section):
+    """Stage 6: SFT of each student on the Arabic corpus."""
+
+    models: list[Student] = Field(min_length=1)
+    training: Training = Training()
+    parallelism: int = Field(0, ge=0, description="students trained at once; 0 means all of them")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Students:
+        names = [s.name for s in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"student names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class Merge(Section):
+    """Stage 7: slerp of each fine-tuned student with its base (mergekit)."""
+
+    method: Literal["slerp"] = "slerp"
+    t: float = Field(0.5, ge=0.0, le=1.0, description="0 keeps the base, 1 keeps the fine-tuned model")
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+
+
+class Evaluation(Section):
+    """Stage 8: lm-eval on the Arabic suite, and chrF/BLEU for the translator."""
+
+    benchmarks: list[Benchmark] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
+    source: Literal["hub", "fixtures"] = Field("hub", description="real datasets, or the bundled fixtures offline")
+    limit: int | None = Field(None, gt=0, description="at most this many documents per task")
+    num_fewshot: int = Field(0, ge=0)
+    batch_size: int = Field(8, gt=0)
+
+
+class Tracking(Section):
+    """Stage 9: MLflow tracking and model registry."""
+
+    tracking_uri: str | None = Field(None, description="MLflow URI; None means a local store in the run folder")
+    experiment: str = "hala"
+    registry_prefix: str = Field("hala", pattern=r"^[A-Za-z0-9][\w\-]*$")
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
+    description: str = ""
+    languages: Languages = Languages()
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="generation backend; auto picks vLLM when a GPU is present"
+    )
+    teacher: Teacher
+    bootstrap: Bootstrap
+    judge: Judge
+    translator: Translator
+    corpus: Corpus
+    students: Students
+    merge: Merge = Merge()
+    evaluation: Evaluation = Evaluation()
+    tracking: Tracking = Tracking()
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the validated recipe (defaults included), for lineage tags."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("hala.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = len(err.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"recipe {source}: {loc}: {msg}{tail}"
+
+
+def parse_recipe(data: object, source: str = "<dict>") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_error(err, source)) from None
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """Load a built-in recipe by name (``smoke``) or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file {name_or_path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        source = str(path)
+    else:
+        if name_or_path not in builtin_recipes():
+            raise RecipeError(
+                f"unknown recipe {name_or_path!r}; built-in recipes: {', '.join(builtin_recipes())} (or give a .yaml path)"
+            )
+        text = resources.files("hala.recipes").joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
+        source = name_or_path
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"recipe {source}:{where}: not valid YAML") from None
+    return parse_recipe(data, source)
+
+
+def recipe_from_json(text: str) -> Recipe:
+    """The inverse of :meth:`Recipe.to_json`, used by components that receive the recipe as a parameter."""
+    return parse_recipe(json.loads(text), "<pipeline parameter>")

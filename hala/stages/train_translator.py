@@ -1,0 +1,26 @@
+"""Stage 4: SFT of the lightweight translator on the bootstrap tuples and the judged pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hala.corpora import read_jsonl
+from hala.models import resolve_model
+from hala.recipe import Recipe
+from hala.stages.train_sft import train_sft
+
+
+def translator_conversations(recipe: Recipe, bilingual_file: Path, pairs_file: Path) -> list[list[dict[str, str]]]:
+    """Chat-style EN->AR examples: each bootstrap tuple gives two, each kept pair one."""
+    src, tgt = recipe.languages.source, recipe.languages.target
+    pairs: list[tuple[str, str]] = []
+    for row in read_jsonl(bilingual_file):
+        pairs += [(row["instruction_en"], row["instruction_ar"]), (row["response_en"], row["response_ar"])]
+    pairs += [(r["translation"][src], r["translation"][tgt]) for r in read_jsonl(pairs_file)]
+    prompt = recipe.bootstrap.prompt
+    return [[{"role": "user", "content": prompt.format(text=s)}, {"role": "assistant", "content": t}] for s, t in pairs]
+
+
+def train_translator(recipe: Recipe, bilingual_file: Path, pairs_file: Path, out_dir: Path) -> dict[str, float]:
+    conversations = translator_conversations(recipe, bilingual_file, pairs_file)
+    return train_sft(resolve_model(recipe.translator.base), conversations, recipe.translator.training, Path(out_dir))

@@ -1,0 +1,120 @@
+"""The end of a pipeline run: register the models, write ``summary.json``, close the parent run.
+
+``summary.json`` is the one place that says where everything a run made lives: the MLflow
+run, every artifact (with each merge's base, other and t) and the headline metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hala.corpora import file_hash
+from hala.recipe import recipe_from_json
+from hala.stages.register import register_models
+from hala.tracking import end_parent_run, use_store
+
+
+@dataclass
+class Artifact:
+    """What a pipeline task hands on: its URI (s3://, minio://, or a local path), local path and metadata."""
+
+    uri: str
+    path: str
+    metadata: dict = field(default_factory=dict)
+
+
+def _numbers(metadata: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metadata.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def build_summary(
+    recipe_json: str,
+    tracking_uri: str,
+    parent_run_id: str,
+    *,
+    fp8_teacher: Artifact,
+    bilingual: Artifact,
+    pairs: Artifact,
+    translator: Artifact,
+    translator_eval: Artifact,
+    corpus: Artifact,
+    checkpoints: list[Artifact],
+    merged: list[Artifact],
+    evaluations: list[Artifact],
+) -> dict:
+    recipe = recipe_from_json(recipe_json)
+    by_student: dict[str, dict] = {s.name: {} for s in recipe.students.models}
+    for a in checkpoints:
+        by_student[a.metadata["student"]]["sft_checkpoint"] = a.uri
+    for a in merged:
+        md = a.metadata
+        by_student[md["student"]]["merged"] = {"uri": a.uri, "base": md["base"], "other": md["other"], "t": md["t"]}
+    student_metrics: dict[str, dict] = {}
+    for a in evaluations:
+        name = a.metadata["student"]
+        by_student[name]["evaluation"] = a.uri
+        table = json.loads(Path(a.path).read_text(encoding="utf-8"))
+        student_metrics[name] = {
+            role: {"average": res["average"], "failed": res["failed"], **{k: v.get("acc") for k, v in res["benchmarks"].items()}}
+            for role, res in table["results"].items()
+        }
+    translation = json.loads(Path(translator_eval.path).read_text(encoding="utf-8"))
+    return {
+        "recipe": recipe.name,
+        "recipe_hash": recipe.hash,
+        "mlflow": {"tracking_uri": tracking_uri, "experiment": recipe.tracking.experiment, "parent_run_id": parent_run_id},
+        "artifacts": {
+            "fp8_teacher": fp8_teacher.uri,
+            "bilingual_data": bilingual.uri,
+            "filtered_pairs": pairs.uri,
+            "translator": translator.uri,
+            "translator_evaluation": translator_eval.uri,
+            "arabic_corpus": corpus.uri,
+            "students": by_student,
+        },
+        "metrics": {
+            "fp8_gate": _numbers(fp8_teacher.metadata),
+            "bootstrap": _numbers(bilingual.metadata),
+            "filter": _numbers(pairs.metadata),
+            "translator_training": _numbers(translator.metadata),
+            "translation": translation,
+            "corpus": _numbers(corpus.metadata),
+            "students": student_metrics,
+        },
+    }
+
+
+def finish_pipeline(recipe_json: str, tracking_uri: str, parent_run_id: str, *, summary_path: str, **artifacts) -> dict:
+    """Register the models, write the summary to ``summary_path`` and mark the parent run FINISHED."""
+    import mlflow
+
+    recipe = recipe_from_json(recipe_json)
+    summary = build_summary(recipe_json, tracking_uri, parent_run_id, **artifacts)
+    a = artifacts
+    data_hashes = {
+        "bilingual": file_hash(Path(a["bilingual"].path)),
+        "filtered_pairs": file_hash(Path(a["pairs"].path)),
+        "arabic_corpus": file_hash(Path(a["corpus"].path)),
+    }
+    students = []
+    for name, info in summary["artifacts"]["students"].items():
+        metrics = {k: v for k, v in summary["metrics"]["students"].get(name, {}).get("merged", {}).items() if k != "failed"}
+        students.append({"name": name, "uri": info["merged"]["uri"], "merge": info["merged"], "metrics": metrics})
+    summary["registered"] = register_models(
+        recipe,
+        tracking_uri,
+        parent_run_id,
+        teacher={"uri": a["fp8_teacher"].uri, "metrics": summary["metrics"]["fp8_gate"]},
+        translator={"uri": a["translator"].uri, "metrics": summary["metrics"]["translation"]["after"]},
+        students=students,
+        data_hashes=data_hashes,
+    )
+    summary["data_hashes"] = data_hashes
+    Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(summary_path).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    use_store(tracking_uri, recipe.tracking.experiment)
+    mlflow.MlflowClient().log_dict(parent_run_id, summary, "summary.json")
+    end_parent_run(tracking_uri, parent_run_id, "FINISHED")
+    return summary

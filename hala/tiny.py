@@ -1,0 +1,233 @@
+"""The offline "tiny world": small models built on this machine for the smoke recipe and tests.
+
+No hub is reachable here, so ``tiny:NAME`` model references are built locally from bundled
+text: a byte-level BPE tokenizer with a ChatML template, random-init LFM2 configs, and a
+teacher and a judge trained briefly on the bundled data so that what they produce means
+something (the FP8 gate compares real translations; the judge's verdicts are parseable).
+Models are built once per content hash and cached, guarded by a file lock so that parallel
+pipeline tasks do not build the same model twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hala.corpora import bundled_path, read_jsonl
+from hala.recipe import Bootstrap, Judge, Training
+
+log = logging.getLogger(__name__)
+
+# Bump when a builder changes so cached models are rebuilt.
+BUILDER_VERSION = "1"
+SPECIAL_TOKENS = ["<|pad|>", "<|startoftext|>", "<|im_end|>", "<|im_start|>"]
+# ChatML, as LFM2 uses; the generation markers let TRL compute the loss on assistant tokens only.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    hidden_size: int
+    layers: int
+    heads: int
+    seed: int
+    trained_as: str | None = None  # "teacher", "judge" or None for a random-init base
+
+
+TINY_MODELS: dict[str, TinySpec] = {
+    "teacher": TinySpec(hidden_size=192, layers=4, heads=4, seed=11, trained_as="teacher"),
+    "judge": TinySpec(hidden_size=96, layers=2, heads=4, seed=12, trained_as="judge"),
+    "translator-base": TinySpec(hidden_size=128, layers=4, heads=4, seed=13),
+    "student-s": TinySpec(hidden_size=64, layers=2, heads=4, seed=14),
+    "student-m": TinySpec(hidden_size=96, layers=4, heads=4, seed=15),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HALA_CACHE", Path.home() / ".cache" / "hala")) / "tiny"
+
+
+def _data_files() -> list[Path]:
+    root = bundled_path("smoke")
+    return sorted(p for p in root.rglob("*.jsonl"))
+
+
+def _world_hash() -> str:
+    digest = hashlib.sha256(BUILDER_VERSION.encode())
+    for f in _data_files():
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def teacher_pairs() -> list[tuple[str, str]]:
+    """Every English-Arabic pair in the bundled data: what the tiny teacher learns to translate."""
+    smoke = bundled_path("smoke")
+    pairs = [(r["translation"]["en"], r["translation"]["ar"]) for r in read_jsonl(smoke / "parallel_en_ar.jsonl")]
+    for r in read_jsonl(smoke / "instructions_en.jsonl"):
+        pairs += [(r["instruction"], r["instruction_ar"]), (r["response"], r["response_ar"])]
+    more = read_jsonl(smoke / "instructions_more_en.jsonl")
+    refs = read_jsonl(smoke / "instructions_more_ar_reference.jsonl")
+    for conv, ref in zip(more, refs, strict=True):
+        pairs += [(conv["conversations"][0]["value"], ref["human"]), (conv["conversations"][1]["value"], ref["gpt"])]
+    return pairs
+
+
+def _corpus_lines() -> list[str]:
+    lines = []
+    for f in _data_files():
+        for row in read_jsonl(f):
+            lines.extend(_strings(row))
+    return lines
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def build_tokenizer(out_dir: Path, vocab_size: int = 2048):
+    """A byte-level BPE tokenizer trained on the bundled English and Arabic text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # Prompt words (instructions to translate and judge) must tokenize well too.
+    extra = [Bootstrap.model_fields["prompt"].default, Judge.model_fields["prompt"].default, "ACCEPT", "REJECT"]
+    tok.train_from_iterator(_corpus_lines() + extra, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<|pad|>",
+        bos_token="<|startoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def _random_model(spec: TinySpec, tokenizer, out_dir: Path) -> None:
+    import torch
+    from transformers import Lfm2Config, Lfm2ForCausalLM
+
+    torch.manual_seed(spec.seed)
+    layer_types = ["conv" if i % 2 == 0 else "full_attention" for i in range(spec.layers)]
+    config = Lfm2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.hidden_size * 2,
+        block_auto_adjust_ff_dim=False,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=max(1, spec.heads // 2),
+        max_position_embeddings=1024,
+        layer_types=layer_types,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = Lfm2ForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def _teacher_conversations() -> list[list[dict[str, str]]]:
+    prompt = Bootstrap.model_fields["prompt"].default
+    return [
+        [{"role": "user", "content": prompt.format(text=en)}, {"role": "assistant", "content": ar}]
+        for en, ar in teacher_pairs()
+    ]
+
+
+def _judge_conversations() -> list[list[dict[str, str]]]:
+    """ACCEPT for true pairs; REJECT for mismatched pairs and untranslated copies."""
+    prompt = Judge.model_fields["prompt"].default
+    pairs = teacher_pairs()
+    rng = random.Random(7)
+    shuffled = pairs[:]
+    rng.shuffle(shuffled)
+    convs = []
+    for i, ((en, ar), (_, other_ar)) in enumerate(zip(pairs, shuffled, strict=True)):
+        convs.append([{"role": "user", "content": prompt.format(source=en, target=ar)}, {"role": "assistant", "content": "ACCEPT"}])
+        # Negatives for every other pair keep the two verdicts roughly balanced.
+        if i % 2 == 0 and other_ar != ar:
+            convs.append([{"role": "user", "content": prompt.format(source=en, target=other_ar)}, {"role": "assistant", "content": "REJECT"}])
+    for en, _ in pairs[::4]:
+        convs.append([{"role": "user", "content": prompt.format(source=en, target=en)}, {"role": "assistant", "content": "REJECT"}])
+    return convs
+
+
+_TRAINING = {
+    "teacher": Training(epochs=20, learning_rate=3e-3, batch_size=16, max_length=192, warmup_ratio=0.05, seed=0),
+    "judge": Training(epochs=20, learning_rate=5e-3, batch_size=32, max_length=192, warmup_ratio=0.05, seed=0),
+}
+
+
+def _build(name: str, spec: TinySpec, out_dir: Path) -> None:
+    from hala.stages.train_sft import train_sft
+
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+        tmp_path = Path(tmp)
+        tokenizer = build_tokenizer(tmp_path / "tokenizer")
+        init_dir = tmp_path / "init"
+        _random_model(spec, tokenizer, init_dir)
+        if spec.trained_as is None:
+            final = init_dir
+        else:
+            convs = _teacher_conversations() if spec.trained_as == "teacher" else _judge_conversations()
+            final = tmp_path / "trained"
+            log.info("training tiny %s on %d bundled examples", name, len(convs))
+            train_sft(str(init_dir), convs, _TRAINING[spec.trained_as], final)
+            shutil.rmtree(final / "checkpoints", ignore_errors=True)
+        (final / "hala_tiny.json").write_text(json.dumps({"name": name, "world": _world_hash()}))
+        # Rename last so a crash never leaves a half-built model where a finished one is expected.
+        final.rename(out_dir)
+
+
+def tiny_model_path(name: str) -> Path:
+    """Local folder of the tiny model ``name``, building it on first use."""
+    from filelock import FileLock
+
+    if name not in TINY_MODELS:
+        raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(TINY_MODELS)}")
+    root = cache_root() / _world_hash()
+    root.mkdir(parents=True, exist_ok=True)
+    out_dir = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (out_dir / "hala_tiny.json").is_file():
+            shutil.rmtree(out_dir, ignore_errors=True)
+            _build(name, TINY_MODELS[name], out_dir)
+    return out_dir

@@ -1,0 +1,42 @@
+"""Run the translate-and-tune pipeline on this machine with kfp.local (one process per task)."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+from hala.preflight import is_offline, preflight
+from hala.recipe import Recipe
+from hala.tracking import end_parent_run, local_tracking_uri, start_parent_run
+from pipelines.translate_and_tune import build_pipeline
+
+
+def run_local(recipe: Recipe, out_dir: Path) -> dict:
+    """Run the whole pipeline; artifacts go under ``out_dir/artifacts``, the summary to ``out_dir/summary.json``.
+
+    The parent MLflow run is opened here so that it can be marked FAILED if a stage fails;
+    artifacts of the stages that finished stay in place.
+    """
+    import kfp.local
+
+    out_dir = Path(out_dir).resolve()
+    preflight(recipe)
+    if is_offline(recipe):
+        # Nothing needs the network; make any accidental hub lookup fail fast instead of hanging.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    tracking_uri = recipe.tracking.tracking_uri or local_tracking_uri(out_dir)
+    parent_run_id = start_parent_run(recipe, tracking_uri)
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out_dir / "artifacts"))
+    pipeline = build_pipeline(recipe)
+    started = time.time()
+    try:
+        task = pipeline(recipe_json=recipe.to_json(), tracking_uri=tracking_uri, parent_run_id=parent_run_id)
+    except BaseException:
+        end_parent_run(tracking_uri, parent_run_id, "FAILED")
+        raise
+    summary = json.loads(Path(task.output.path).read_text(encoding="utf-8"))
+    summary["wall_time_s"] = round(time.time() - started, 1)
+    summary["artifacts_root"] = str(out_dir / "artifacts")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    return summary

@@ -1,0 +1,91 @@
+"""The translate-and-tune pipeline (Hala report, arXiv 2509.14008) as one KFP v2 pipeline.
+
+The recipe is baked into the compiled pipeline as the default of ``recipe_json``; the same
+pipeline runs on a Kubeflow cluster and locally through ``kfp.local`` (``hala run``).
+"""
+
+# No "from __future__ import annotations": KFP reads the pipeline signature's annotations as types.
+
+from kfp import dsl
+
+from components.bootstrap_bilingual import bootstrap_bilingual
+from components.evaluate_student import evaluate_student
+from components.evaluate_translator import evaluate_translator
+from components.filter_parallel import filter_parallel
+from components.merge_student import merge_student
+from components.quantize_teacher import quantize_teacher
+from components.register_models import register_models
+from components.tracking import open_run
+from components.train_student import train_student
+from components.train_translator import train_translator
+from components.translate_corpus import translate_corpus
+from hala.recipe import Recipe
+
+
+def build_pipeline(recipe: Recipe):
+    """The pipeline function for ``recipe``: students fan out with ParallelFor."""
+    students = [s.name for s in recipe.students.models]
+
+    @dsl.pipeline(
+        name=f"hala-translate-and-tune-{recipe.name}",
+        description=f"Hala translate-and-tune, recipe '{recipe.name}' ({recipe.hash}): {recipe.description}",
+    )
+    def translate_and_tune(
+        recipe_json: str = recipe.to_json(),
+        tracking_uri: str = recipe.tracking.tracking_uri or "",
+        parent_run_id: str = "",
+    ) -> dsl.Artifact:
+        opened = open_run(recipe_json=recipe_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
+        opened.set_display_name("open MLflow run")
+        # Every stage gets the recipe, the MLflow store and the parent run to nest under.
+        common = {"recipe_json": recipe_json, "tracking_uri": tracking_uri, "mlflow_run": opened.outputs["mlflow_run"]}
+        teacher = quantize_teacher(**common).set_display_name("1. quantize teacher (FP8)")
+        boot = bootstrap_bilingual(
+            fp8_teacher=teacher.outputs["fp8_teacher"], **common
+        ).set_display_name("2. bootstrap bilingual data")
+        judged = filter_parallel(**common).set_display_name("3. filter parallel corpus")
+        judged.after(teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
+        translator = train_translator(
+            bilingual=boot.outputs["bilingual"], pairs=judged.outputs["pairs"], **common
+        ).set_display_name("4. train translator")
+        translator_eval = evaluate_translator(
+            translator=translator.outputs["translator"], **common
+        ).set_display_name("8a. evaluate translator")
+        corpus = translate_corpus(
+            translator=translator.outputs["translator"], **common
+        ).set_display_name("5. translate corpus")
+        with dsl.ParallelFor(students, name="students", parallelism=recipe.students.parallelism) as student:
+            trained = train_student(
+                student=student, corpus=corpus.outputs["corpus"], **common
+            ).set_display_name("6. train student")
+            merged = merge_student(
+                student=student, checkpoint=trained.outputs["checkpoint"], **common
+            ).set_display_name("7. slerp merge")
+            evaluated = evaluate_student(
+                    student=student,
+                checkpoint=trained.outputs["checkpoint"],
+                merged=merged.outputs["merged"],
+                **common,
+            ).set_display_name("8b. evaluate student")
+        registered = register_models(
+            fp8_teacher=teacher.outputs["fp8_teacher"],
+            bilingual=boot.outputs["bilingual"],
+            pairs=judged.outputs["pairs"],
+            translator=translator.outputs["translator"],
+            translator_eval=translator_eval.outputs["results"],
+            corpus=corpus.outputs["corpus"],
+            checkpoints=dsl.Collected(trained.outputs["checkpoint"]),
+            merged=dsl.Collected(merged.outputs["merged"]),
+            evaluations=dsl.Collected(evaluated.outputs["results"]),
+            **common,
+        ).set_display_name("9. register models")
+        return registered.outputs["summary"]
+
+    return translate_and_tune
+
+
+def compile_pipeline(recipe: Recipe, out_file: str) -> str:
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(recipe), package_path=out_file)
+    return out_file

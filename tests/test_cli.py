@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+import yaml
+
+from hala.recipe import load_recipe
+
+
+def _hala(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hala", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_typo_in_recipe_fails_before_any_stage(tmp_path):
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    data["translator"]["trainig"] = {}
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    proc = _hala("run", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "translator.trainig: unknown key" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_dataset_and_model_fail_before_any_stage(tmp_path):
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    data["corpus"]["datasets"][0]["path"] = str(tmp_path / "absent.jsonl")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    proc = _hala("run", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert f"corpus.datasets[0]: dataset {tmp_path}/absent.jsonl: file {tmp_path}/absent.jsonl does not exist" in proc.stderr
+    assert not (tmp_path / "out" / "mlflow.db").exists()
+
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    data["students"]["models"][1]["base"] = str(tmp_path / "no-model")
+    recipe.write_text(yaml.safe_dump(data))
+    proc = _hala("run", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert f"students.models[1].base: model {tmp_path}/no-model: no config.json" in proc.stderr
+
+
+def test_compile_writes_pipeline_yaml(tmp_path):
+    proc = _hala("compile", "--recipe", "hala-nano", "--out", str(tmp_path / "p.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == "hala-translate-and-tune-hala-nano"
+    assert "tracking_uri" in proc.stderr  # the note that the recipe names no MLflow server
+
+
+def test_recipes_lists_builtins():
+    proc = _hala("recipes")
+    assert proc.returncode == 0
+    assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == ["hala-9b", "hala-nano", "smoke"]

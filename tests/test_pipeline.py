@@ -1,0 +1,178 @@
+"""The whole smoke pipeline through kfp.local, once per session, then checks of what it left behind."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from hala.recipe import load_recipe
+from tests.slerp_reference import slerp
+
+pytestmark = pytest.mark.slow
+
+BUNDLED_PAIRS = Path(__file__).resolve().parents[1] / "hala" / "data" / "smoke" / "parallel_en_ar.jsonl"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    from pipelines.local import run_local
+
+    out = tmp_path_factory.mktemp("smoke-run")
+    summary = run_local(load_recipe("smoke"), out)
+    return out, summary
+
+
+def _client(summary):
+    import mlflow
+
+    mlflow.set_tracking_uri(summary["mlflow"]["tracking_uri"])
+    return mlflow.MlflowClient()
+
+
+def test_summary_locates_every_artifact(smoke_run):
+    out, summary = smoke_run
+    assert json.loads((out / "summary.json").read_text()) == summary
+    arts = summary["artifacts"]
+    for key in ("fp8_teacher", "bilingual_data", "filtered_pairs", "translator", "arabic_corpus", "translator_evaluation"):
+        assert Path(arts[key]).exists(), key
+    assert set(arts["students"]) == {"nano-s", "nano-m"}
+    for info in arts["students"].values():
+        assert (Path(info["sft_checkpoint"]) / "model.safetensors").is_file()
+        assert (Path(info["merged"]["uri"]) / "model.safetensors").is_file()
+        assert info["merged"]["t"] == 0.5
+        assert info["merged"]["other"] == str(Path(info["sft_checkpoint"]).resolve())
+        assert Path(info["evaluation"]).is_file()
+    assert summary["mlflow"]["tracking_uri"] == f"sqlite:///{out.resolve()}/mlflow.db"
+
+
+def test_data_stages_conserve_rows(smoke_run):
+    _, summary = smoke_run
+    m = summary["metrics"]
+    assert m["bootstrap"]["rows_in"] == 60 == m["bootstrap"]["rows_kept"] + m["bootstrap"]["rows_rejected"]
+    assert m["filter"]["rows_in"] == 180 == m["filter"]["rows_kept"] + m["filter"]["rows_rejected"]
+    kept = Path(summary["artifacts"]["filtered_pairs"]) / "pairs.jsonl"
+    rejects = Path(summary["artifacts"]["filtered_pairs"]) / "rejects.jsonl"
+    assert len(kept.read_text().splitlines()) == m["filter"]["rows_kept"]
+    rejected = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert {r["reason"] for r in rejected} <= {"judge: REJECT", "judge: unparseable answer"}
+    assert m["filter"]["rows_rejected"] == len(rejected) >= 1
+    # The candidates hold 150 true pairs and 30 planted bad ones (misaligned or untranslated):
+    # the judge must reject the bad ones at a higher rate than the good ones.
+    true_pairs = {json.dumps(json.loads(line)["translation"], ensure_ascii=False) for line in BUNDLED_PAIRS.read_text().splitlines()}
+    bad_rejected = sum(json.dumps(r["translation"], ensure_ascii=False) not in true_pairs for r in rejected)
+    good_rejected = len(rejected) - bad_rejected
+    assert bad_rejected / 30 > good_rejected / 150
+    assert m["corpus"]["conversations_in"] == 40 == m["corpus"]["conversations_kept"] + m["corpus"]["conversations_rejected"]
+    # Every turn is translated and roles and order are kept.
+    sources = [json.loads(line) for line in BUNDLED_PAIRS.with_name("instructions_more_en.jsonl").read_text().splitlines()]
+    corpus = [json.loads(line) for line in (Path(summary["artifacts"]["arabic_corpus"]) / "corpus.jsonl").read_text().splitlines()]
+    assert len(corpus) == m["corpus"]["conversations_kept"]
+    roles = {"human": "user", "gpt": "assistant"}
+    assert all([t["role"] for t in c["messages"]] == [roles[t["from"]] for t in src["conversations"]] for c, src in zip(corpus, sources))
+
+
+def test_fp8_gate_compared_real_translations(smoke_run):
+    _, summary = smoke_run
+    gate = summary["metrics"]["fp8_gate"]
+    assert gate["gate_samples"] == 30
+    assert gate["chrf_original"] > 30  # the tiny teacher really translates
+    assert gate["chrf_drop"] <= 2.0
+    with safe_open(str(Path(summary["artifacts"]["fp8_teacher"]) / "model.safetensors"), "pt") as st:
+        dtypes = {st.get_tensor(k).dtype for k in st.keys() if k.endswith("proj.weight")}
+    assert dtypes == {torch.float8_e4m3fn}
+
+
+def test_translator_improves_over_its_base(smoke_run):
+    _, summary = smoke_run
+    tr = summary["metrics"]["translation"]
+    assert tr["after"]["pairs"] == 30
+    assert tr["after"]["chrf"] > tr["before"]["chrf"] + 5
+    assert set(tr["after"]) >= {"chrf", "chrf_pp", "bleu"}
+
+
+def test_students_evaluated_on_six_benchmarks_for_base_sft_merged(smoke_run):
+    _, summary = smoke_run
+    for name, roles in summary["metrics"]["students"].items():
+        assert set(roles) == {"base", "sft", "merged"}, name
+        for role, scores in roles.items():
+            assert scores["failed"] == []
+            accs = [scores[k] for k in ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")]
+            assert all(0.0 <= a <= 1.0 for a in accs)
+            assert scores["average"] == pytest.approx(sum(accs) / 6)
+
+
+def test_merged_model_is_slerp_of_base_and_sft(smoke_run):
+    _, summary = smoke_run
+    info = summary["artifacts"]["students"]["nano-s"]
+    base = load_file(Path(info["merged"]["base"]) / "model.safetensors")
+    sft = load_file(Path(info["sft_checkpoint"]) / "model.safetensors")
+    merged = load_file(Path(info["merged"]["uri"]) / "model.safetensors")
+    assert set(merged) == set(base)
+    for name in base:
+        expected = slerp(base[name].numpy(), sft[name].numpy(), info["merged"]["t"])
+        np.testing.assert_allclose(merged[name].numpy(), expected, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_mlflow_holds_parent_nested_runs_and_registered_versions(smoke_run):
+    _, summary = smoke_run
+    client = _client(summary)
+    parent_id = summary["mlflow"]["parent_run_id"]
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["hala.recipe_hash"] == summary["recipe_hash"]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(
+        ["quantize_teacher", "bootstrap_bilingual", "filter_parallel", "train_translator", "evaluate_translator", "translate_corpus"]
+        + [f"{stage}[{s}]" for s in ("nano-s", "nano-m") for stage in ("train_student", "merge_student", "evaluate_student")]
+    )
+    assert all(r.info.status == "FINISHED" for r in children)
+    train = next(r for r in children if r.info.run_name == "train_translator")
+    assert len(client.get_metric_history(train.info.run_id, "loss")) >= 2  # the loss curve
+
+    registered = summary["registered"]
+    assert set(registered) == {"hala-smoke-teacher-fp8", "hala-smoke-translator", "hala-smoke-nano-s", "hala-smoke-nano-m"}
+    for name, info in registered.items():
+        version = client.get_model_version_by_alias(name, "challenger")
+        assert str(version.version) == info["version"]
+        assert version.tags["hala.recipe_hash"] == summary["recipe_hash"]
+        assert version.tags["hala.source_run"] == parent_id
+        assert version.tags["hala.data_hash.arabic_corpus"] == summary["data_hashes"]["arabic_corpus"]
+    merged_tags = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger").tags
+    assert json.loads(merged_tags["hala.merge"])["t"] == 0.5
+    assert "hala.metric.average" in merged_tags
+
+
+def test_failed_stage_marks_runs_failed_and_keeps_finished_artifacts(tmp_path):
+    import subprocess
+    import sys
+
+    import mlflow
+    import yaml
+
+    gate = tmp_path / "gate.jsonl"
+    gate.write_text('{"translation": {"en": "Hello.", "ar": "مرحبا."}}\n{"translation": {"en": "Broken."}}\n', encoding="utf-8")
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    data["teacher"]["gate_dataset"] = {"path": str(gate)}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hala", "run", "--recipe", str(recipe), "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1
+    assert "pipeline failed" in proc.stderr
+    assert "translation.ar is missing or empty" in proc.stdout + proc.stderr
+    assert not (out / "summary.json").exists()
+    # The task that finished before the failure left its artifact.
+    assert len(list(out.glob("artifacts/*/open-run/mlflow_run"))) == 1
+
+    client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
+    experiment = client.get_experiment_by_name("hala-smoke")
+    runs = {r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])}
+    assert runs == {"smoke-pipeline": "FAILED", "quantize_teacher": "FAILED"}

@@ -1,0 +1,77 @@
+import pytest
+import yaml
+
+from hala.recipe import BENCHMARKS, RecipeError, builtin_recipes, classify_ref, load_recipe, parse_recipe, recipe_from_json
+
+
+def test_builtin_recipes_validate():
+    assert builtin_recipes() == ["hala-9b", "hala-nano", "smoke"]
+    nano = load_recipe("hala-nano")
+    assert [s.base for s in nano.students.models] == ["LiquidAI/LFM2-350M", "LiquidAI/LFM2-700M", "LiquidAI/LFM2-1.2B"]
+    assert nano.teacher.model == "CohereLabs/command-a-translate-08-2025"
+    assert nano.judge.model == "Qwen/Qwen2.5-3B-Instruct"
+    assert nano.translator.base == "LiquidAI/LFM2-1.2B"
+    assert nano.merge.t == 0.5
+    assert [s.base for s in load_recipe("hala-9b").students.models] == ["QCRI/Fanar-1-9B-Instruct"]
+    assert load_recipe("smoke").evaluation.benchmarks == list(BENCHMARKS)
+
+
+def test_json_round_trip_keeps_hash(smoke_recipe):
+    again = recipe_from_json(smoke_recipe.to_json())
+    assert again == smoke_recipe
+    assert again.hash == smoke_recipe.hash and len(again.hash) == 16
+
+
+def _smoke_dict():
+    return yaml.safe_load(load_recipe("smoke").to_yaml())
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["teacher"].update(modle="x"), "recipe <dict>: teacher.modle: unknown key"),
+        (lambda d: d.update(studnets={}), "recipe <dict>: studnets: unknown key"),
+        (lambda d: d["merge"].update(t=1.5), "recipe <dict>: merge.t: Input should be less than or equal to 1"),
+        (lambda d: d.pop("judge"), "recipe <dict>: judge: required key is missing"),
+        (lambda d: d["bootstrap"].update(prompt="Translate: x"), "bootstrap.prompt: must contain the placeholder {text}"),
+        (
+            lambda d: d["students"]["models"].append({"name": "nano-s", "base": "tiny:student-s"}),
+            "students: student names must be unique; repeated: nano-s",
+        ),
+        (lambda d: d["translator"].update(base="not a model"), "translator.base: 'not a model' is not a hub id"),
+        (lambda d: d["evaluation"].update(benchmarks=["mmlu"]), "evaluation.benchmarks.0: Input should be 'alghafa'"),
+    ],
+)
+def test_bad_recipes_name_the_key(mutate, message):
+    data = _smoke_dict()
+    mutate(data)
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(data)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_recipe_and_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match="unknown recipe 'smok'; built-in recipes: hala-9b, hala-nano, smoke"):
+        load_recipe("smok")
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml: line \d+: not valid YAML"):
+        load_recipe(str(bad))
+
+
+@pytest.mark.parametrize(
+    "ref, kind",
+    [
+        ("LiquidAI/LFM2-1.2B", "hub"),
+        ("s3://bucket/models/x", "s3"),
+        ("/abs/model", "local"),
+        ("./rel/model", "local"),
+        ("tiny:teacher", "tiny"),
+        ("bundled:smoke/x.jsonl", "bundled"),
+    ],
+)
+def test_classify_ref(ref, kind):
+    assert classify_ref(ref) == kind

@@ -1,0 +1,131 @@
+"""Each stage's plain function on tiny models built locally (no network)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from hala.recipe import Evaluation, Merge, Training
+from hala.stages.merge_slerp import MergeCompatibilityError, merge_slerp
+from hala.stages.quantize_teacher import compress_fp8
+from hala.stages.train_sft import train_sft
+from tests.slerp_reference import slerp
+
+
+def _perturbed_copy(src, dst, scale=0.05, seed=0):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return str(dst)
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": f"Translate from English to Arabic: {en}"}, {"role": "assistant", "content": ar}]
+    for en, ar in [("Good morning.", "صباح الخير."), ("Thank you.", "شكرا لك."), ("The sun is hot.", "الشمس حارة.")]
+] * 4
+
+
+def test_sft_changes_every_parameter(tiny, tmp_path):
+    base = tiny("student-s")
+    metrics = train_sft(base, CONVERSATIONS, Training(epochs=2, learning_rate=1e-2, batch_size=4, max_length=64), tmp_path / "out")
+    assert metrics["train_steps"] == 6 and metrics["train_examples"] == 12
+    before, after = load_file(f"{base}/model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert unchanged == []
+
+
+def test_sft_refuses_data_without_assistant_turns(tiny, tmp_path):
+    with pytest.raises(ValueError, match="training conversation 1 has no assistant turn"):
+        train_sft(tiny("student-s"), [CONVERSATIONS[0], [{"role": "user", "content": "hi"}]], Training(), tmp_path)
+    with pytest.raises(ValueError, match="no training conversations"):
+        train_sft(tiny("student-s"), [], Training(), tmp_path)
+
+
+def test_fp8_weights_are_real_compressed_tensors(tiny, tmp_path):
+    base = tiny("student-m")
+    compress_fp8(base, tmp_path / "fp8", "FP8_DYNAMIC", ["lm_head"])
+    config = json.loads((tmp_path / "fp8" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    original = load_file(f"{base}/model.safetensors")
+    checked = 0
+    with safe_open(str(tmp_path / "fp8" / "model.safetensors"), "pt") as st:
+        for key in st.keys():
+            if not key.endswith(".weight_scale"):
+                continue
+            name = key.removesuffix("_scale")
+            weight, scale = st.get_tensor(name), st.get_tensor(key)
+            assert weight.dtype == torch.float8_e4m3fn
+            restored = weight.to(torch.float32) * scale.to(torch.float32)
+            reference = original[name]
+            rel = (restored - reference).norm() / reference.norm()
+            assert rel < 0.05, f"{name}: relative error {rel:.3f}"
+            checked += 1
+    linear_weights = [k for k in original if k.endswith("proj.weight") or k.endswith("w1.weight")]
+    assert checked >= len(linear_weights) > 0
+
+
+@pytest.mark.parametrize("t", [0.5, 0.25])
+def test_merge_is_slerp_tensor_by_tensor(tiny, tmp_path, t):
+    base = tiny("student-s")
+    other = _perturbed_copy(base, tmp_path / "other", scale=0.05)
+    info = merge_slerp(base, other, Merge(t=t, dtype="float32"), tmp_path / "merged")
+    assert info["t"] == t and info["config"]["merge_method"] == "slerp"
+    a, b = load_file(f"{base}/model.safetensors"), load_file(f"{other}/model.safetensors")
+    merged = load_file(tmp_path / "merged" / "model.safetensors")
+    assert set(merged) == set(a)
+    for name in a:
+        expected = slerp(a[name].numpy(), b[name].numpy(), t)
+        np.testing.assert_allclose(merged[name].numpy(), expected, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert (tmp_path / "merged" / "tokenizer.json").is_file()
+
+
+def test_merge_refuses_mismatched_models(tiny, tmp_path):
+    with pytest.raises(MergeCompatibilityError, match="cannot merge: hidden_size differs"):
+        merge_slerp(tiny("student-s"), tiny("student-m"), Merge(), tmp_path / "x")
+    other = tmp_path / "other"
+    shutil.copytree(tiny("student-s"), other)
+    tok = json.loads((other / "tokenizer.json").read_text())
+    tok["model"]["vocab"]["hala-extra-token"] = len(tok["model"]["vocab"]) + 100
+    (other / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(MergeCompatibilityError, match="vocabularies differ"):
+        merge_slerp(tiny("student-s"), str(other), Merge(), tmp_path / "y")
+
+
+def test_benchmarks_report_per_task_and_isolate_failures(tiny, monkeypatch, tmp_path):
+    from hala import benchmarks
+    from hala.stages.evaluate import evaluate_benchmarks
+
+    good = evaluate_benchmarks(tiny("student-s"), Evaluation(benchmarks=["exams", "aratrust"], source="fixtures"), "transformers")
+    assert good["failed"] == []
+    assert {k: v["n"] for k, v in good["benchmarks"].items()} == {"exams": 16, "aratrust": 16}
+    assert good["average"] == pytest.approx((good["benchmarks"]["exams"]["acc"] + good["benchmarks"]["aratrust"]["acc"]) / 2)
+
+    broken = benchmarks.SUITE["exams"].__class__(**{**benchmarks.SUITE["exams"].__dict__, "key": "missing_fixture"})
+    monkeypatch.setitem(benchmarks.SUITE, "exams", broken)
+    partly = evaluate_benchmarks(tiny("student-s"), Evaluation(benchmarks=["exams", "aratrust"], source="fixtures"), "transformers")
+    assert partly["failed"] == ["exams"]
+    assert "error" in partly["benchmarks"]["exams"]
+    assert partly["benchmarks"]["aratrust"]["n"] == 16
+
+
+def test_batched_generation_keeps_order_and_matches_one_at_a_time(tiny):
+    from hala.engines import TransformersEngine
+    from hala.recipe import Generation
+
+    engine = TransformersEngine(tiny("teacher"))
+    texts = ["The printer is not working.", "Good morning.", "We watched the match online.", "I forgot my password again."]
+    convs = [[{"role": "user", "content": f"Translate from English to Arabic: {t}"}] for t in texts]
+    batched = engine.chat(convs, Generation(max_new_tokens=32, batch_size=4))
+    single = [engine.chat([c], Generation(max_new_tokens=32, batch_size=1))[0] for c in convs]
+    assert batched == single
+    assert batched[0] == "الطابعة لا تعمل."  # the tiny teacher learned this bundled pair

@@ -1,0 +1,43 @@
+import mlflow
+import pytest
+
+from hala.tracking import end_parent_run, local_tracking_uri, register_model, stage_run, start_parent_run
+
+
+def test_failed_stage_marks_its_run_failed(smoke_recipe, tmp_path):
+    uri = local_tracking_uri(tmp_path)
+    parent = start_parent_run(smoke_recipe, uri)
+    with stage_run(smoke_recipe, uri, parent, "train_translator", smoke_recipe.translator) as ok_id:
+        mlflow.log_metric("train_loss", 1.25)
+    with pytest.raises(RuntimeError, match="boom"):
+        with stage_run(smoke_recipe, uri, parent, "translate_corpus", smoke_recipe.corpus):
+            raise RuntimeError("boom")
+    end_parent_run(uri, parent, "FAILED")
+
+    client = mlflow.MlflowClient(uri)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_run(parent).info.experiment_id])}
+    assert runs["translate_corpus"].info.status == "FAILED"
+    assert runs["train_translator"].info.status == "FINISHED"
+    assert runs["train_translator"].data.metrics["train_loss"] == 1.25
+    assert runs["train_translator"].data.params["training.learning_rate"] == "0.003"
+    assert runs["train_translator"].data.tags["mlflow.parentRunId"] == parent
+    assert runs["train_translator"].info.run_id == ok_id
+    assert runs["smoke-pipeline"].info.status == "FAILED"
+    assert runs["smoke-pipeline"].data.tags["hala.recipe_hash"] == smoke_recipe.hash
+    recipe_yaml = mlflow.artifacts.load_text(f"{runs['smoke-pipeline'].info.artifact_uri}/recipe.yaml")
+    assert "name: smoke" in recipe_yaml
+
+
+def test_new_versions_become_challenger_with_tags(smoke_recipe, tmp_path):
+    uri = local_tracking_uri(tmp_path)
+    parent = start_parent_run(smoke_recipe, uri)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    v1 = register_model(uri, "hala-test", str(model_dir), parent, {"hala.recipe_hash": "abc"})
+    v2 = register_model(uri, "hala-test", str(model_dir), parent, {"hala.recipe_hash": "def"})
+    assert (v1, v2) == ("1", "2")
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    version = client.get_model_version_by_alias("hala-test", "challenger")
+    assert str(version.version) == "2"
+    assert version.tags["hala.recipe_hash"] == "def"
+    assert version.run_id == parent
