@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hala-installed
 RECIPE ?= smoke
 OUT ?= runs/$(RECIPE)
+# Tiny models of the smoke world, shared by `make run` and `make test` (built once, content-addressed).
+export HALA_CACHE ?= $(CURDIR)/.hala-cache
 
 .PHONY: install run test compile clean
 

@@ -15,9 +15,11 @@ def bootstrap_bilingual(
     from pathlib import Path
 
     from hala.stages.bootstrap_bilingual import bootstrap_bilingual as run
-    from hala.tracking import log_stage_metrics, pipeline_stage
+    from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "bootstrap_bilingual", "bootstrap") as recipe:
         metrics = run(recipe, fp8_teacher.path, Path(bilingual.path))
         log_stage_metrics(metrics)
+        log_jsonl_sample(Path(bilingual.path) / "bilingual.jsonl", "samples/bilingual.jsonl")
+        log_jsonl_sample(Path(bilingual.path) / "rejects.jsonl", "samples/rejects.jsonl")
     bilingual.metadata.update(metrics)

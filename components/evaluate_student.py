@@ -16,6 +16,8 @@ def evaluate_student(
     """Stage 8: the Arabic benchmark suite for a student's base, SFT checkpoint and merged model."""
     import json
 
+    import mlflow
+
     from hala.models import resolve_model
     from hala.stages.evaluate import compare_models
     from hala.stages.train_student import student_by_name
@@ -25,6 +27,7 @@ def evaluate_student(
         models = {"base": resolve_model(student_by_name(recipe, student).base), "sft": checkpoint.path, "merged": merged.path}
         table = compare_models(models, recipe)
         log_stage_metrics(table["metrics"])
+        mlflow.log_dict(table, "benchmark_results.json")
     with open(results.path, "w", encoding="utf-8") as fh:
         json.dump({"student": student, **table}, fh, indent=2)
     results.metadata.update({"student": student, **table["metrics"]})

@@ -14,6 +14,8 @@ def evaluate_translator(
     """Stage 8 (translation): chrF++/BLEU of the translator before and after training, on held-out pairs."""
     import json
 
+    import mlflow
+
     from hala.models import resolve_model
     from hala.stages.evaluate import evaluate_translation
     from hala.tracking import log_stage_metrics, pipeline_stage
@@ -23,6 +25,7 @@ def evaluate_translator(
         after = evaluate_translation(translator.path, recipe)
         scores = {f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()}
         log_stage_metrics(scores)
+        mlflow.log_dict({"before": before, "after": after}, "translation_scores.json")
     for key, value in scores.items():
         results.log_metric(key, value)
     with open(results.path, "w", encoding="utf-8") as fh:

@@ -9,9 +9,11 @@ def filter_parallel(recipe_json: str, tracking_uri: str, mlflow_run: dsl.Input[d
     from pathlib import Path
 
     from hala.stages.filter_parallel import filter_parallel as run
-    from hala.tracking import log_stage_metrics, pipeline_stage
+    from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "filter_parallel", "judge") as recipe:
         metrics = run(recipe, Path(pairs.path))
         log_stage_metrics(metrics)
+        log_jsonl_sample(Path(pairs.path) / "pairs.jsonl", "samples/kept.jsonl")
+        log_jsonl_sample(Path(pairs.path) / "rejects.jsonl", "samples/rejects.jsonl")
     pairs.metadata.update(metrics)

@@ -15,9 +15,11 @@ def translate_corpus(
     from pathlib import Path
 
     from hala.stages.translate_corpus import translate_corpus as run
-    from hala.tracking import log_stage_metrics, pipeline_stage
+    from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "translate_corpus", "corpus") as recipe:
         metrics = run(recipe, translator.path, Path(corpus.path))
         log_stage_metrics(metrics)
+        log_jsonl_sample(Path(corpus.path) / "corpus.jsonl", "samples/corpus.jsonl")
+        log_jsonl_sample(Path(corpus.path) / "rejects.jsonl", "samples/rejects.jsonl")
     corpus.metadata.update(metrics)

@@ -92,7 +92,7 @@ class TransformersEngine:
                 new_tokens = out[:, batch["input_ids"].shape[1] :]
                 for i, text in zip(idx, self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
                     results[i] = text.strip()
-                bar.advance(len(idx))
+                bar.update(len(idx))
         return results
 
     def close(self) -> None:

@@ -1,32 +1,19 @@
-"""Progress bars for long loops, readable both in a terminal and in a pipeline pod's log."""
+"""Progress bars for long loops, readable both in a terminal and in a pipeline pod's log.
+
+tqdm keeps printing updates when its output is a pipe (as in a KFP pod or kfp.local), where
+a live-refreshing display would only show its final state.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tqdm.auto import tqdm
 
 
 @contextmanager
-def progress_bar(desc: str, total: int) -> Iterator[_Bar]:
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(desc, total=total)
-        yield _Bar(progress, task)
-
-
-class _Bar:
-    def __init__(self, progress: Progress, task: int):
-        self._progress = progress
-        self._task = task
-
-    def advance(self, n: int = 1) -> None:
-        self._progress.advance(self._task, n)
+def progress_bar(desc: str, total: int) -> Iterator[tqdm]:
+    """A bar with count, rate and ETA; call ``.update(n)`` as work completes."""
+    with tqdm(total=total, desc=desc, unit="item", mininterval=2.0, dynamic_ncols=True) as bar:
+        yield bar

@@ -141,3 +141,15 @@ def pipeline_stage(
     params = getattr(recipe, section) if section else None
     with stage_run(recipe, tracking_uri, parent_run_id, stage, params):
         yield recipe
+
+
+def log_jsonl_sample(path: Path, artifact_file: str, rows: int = 50) -> None:
+    """Log the first ``rows`` lines of a JSONL file to the active run: enough to eyeball, bounded at corpus scale."""
+    import mlflow
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as fh:
+        head = [line for _, line in zip(range(rows), fh, strict=False)]
+    mlflow.log_text("".join(head), artifact_file)

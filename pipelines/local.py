@@ -17,7 +17,14 @@ def run_local(recipe: Recipe, out_dir: Path) -> dict:
     The parent MLflow run is opened here so that it can be marked FAILED if a stage fails;
     artifacts of the stages that finished stay in place.
     """
+    import warnings
+
     import kfp.local
+
+    # kfp.local warns, for every task, that display names and container images do not apply
+    # to local runs; both are expected here (the images are for the cluster).
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
 
     out_dir = Path(out_dir).resolve()
     preflight(recipe)

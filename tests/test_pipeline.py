@@ -131,7 +131,13 @@ def test_mlflow_holds_parent_nested_runs_and_registered_versions(smoke_run):
         + [f"{stage}[{s}]" for s in ("nano-s", "nano-m") for stage in ("train_student", "merge_student", "evaluate_student")]
     )
     assert all(r.info.status == "FINISHED" for r in children)
-    train = next(r for r in children if r.info.run_name == "train_translator")
+    by_name = {r.info.run_name: r for r in children}
+    artifacts = {name: {a.path for a in client.list_artifacts(r.info.run_id, "samples")} | {a.path for a in client.list_artifacts(r.info.run_id)} for name, r in by_name.items()}
+    assert {"samples/kept.jsonl", "samples/rejects.jsonl"} <= artifacts["filter_parallel"]
+    assert "benchmark_results.json" in artifacts["evaluate_student[nano-s]"]
+    assert "translation_scores.json" in artifacts["evaluate_translator"]
+    assert "mergekit_config.json" in artifacts["merge_student[nano-m]"]
+    train = by_name["train_translator"]
     assert len(client.get_metric_history(train.info.run_id, "loss")) >= 2  # the loss curve
 
     registered = summary["registered"]

@@ -47,7 +47,8 @@ def filter_parallel(recipe: Recipe, out_dir: Path) -> dict[str, float]:
     out_dir = Path(out_dir)
     write_jsonl(out_dir / "pairs.jsonl", kept)
     write_jsonl(out_dir / "rejects.jsonl", rejected)
-    assert len(kept) + len(rejected) == len(pairs)
+    if len(kept) + len(rejected) != len(pairs):  # every candidate must end in exactly one file
+        raise RuntimeError(f"filter lost rows: {len(pairs)} in, {len(kept)} kept + {len(rejected)} rejected")
     metrics = {"rows_in": float(len(pairs)), "rows_kept": float(len(kept)), "rows_rejected": float(len(rejected))}
     metrics.update({f"rejected_{r.split(': ')[1].replace(' ', '_').lower()}": float(n) for r, n in reasons.items()})
     return metrics
