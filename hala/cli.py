@@ -67,6 +67,46 @@ def compile_(
     console.print(f"wrote {target} (recipe {r.name}, hash {r.hash})")
 
 
+@app.command("filter")
+def filter_(
+    input: str = typer.Argument(..., help="parallel pairs: a JSONL/Parquet file (OPUS or two-column layout) or a hub id"),
+    out: Path = typer.Option(..., help="folder for pairs.jsonl (kept) and rejects.jsonl (with reasons)"),
+    judge: str = typer.Option(None, help="an instruct model for the ACCEPT/REJECT judge; without it, heuristics only"),
+    src: str = typer.Option("en", help="source language code"),
+    tgt: str = typer.Option("ar", help="target language code"),
+    engine: str = typer.Option("auto", help="generation backend for the judge: auto, transformers or vllm"),
+) -> None:
+    """Filter a parallel corpus as the pipeline does, and report kept and rejected by reason."""
+    from rich.table import Table
+
+    from hala.corpora import DataError, check_readable
+    from hala.recipe import DatasetRef, Filters, Judge, Languages
+    from hala.stages.filter_parallel import filter_corpus
+
+    try:
+        # A file that exists here wins over a hub id of the same shape (data/pairs.jsonl).
+        dataset = DatasetRef(path=str(Path(input).resolve()) if Path(input).exists() else input)
+        check_readable(dataset)
+        judge_section = Judge(model=judge, dataset=dataset) if judge else None
+        if judge:
+            from hala.models import check_model_ref
+
+            check_model_ref(judge)
+        metrics = filter_corpus(dataset, Filters(), Languages(source=src, target=tgt), out, judge=judge_section, engine=engine)
+    except (DataError, ValueError) as err:
+        _fail(str(err).splitlines()[0])
+    table = Table(title=f"hala filter: {input}")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_row("kept", f"{metrics['rows_kept']:.0f}")
+    for key, value in metrics.items():
+        if key.startswith("rejected_"):
+            table.add_row(f"rejected: {key.removeprefix('rejected_').replace('_', ' ')}", f"{value:.0f}")
+    table.add_row("total", f"{metrics['rows_in']:.0f}")
+    Console().print(table)
+    console.print(f"kept pairs: {out / 'pairs.jsonl'}; rejects with reasons: {out / 'rejects.jsonl'}")
+
+
 @app.command()
 def recipes() -> None:
     """List the built-in recipes."""

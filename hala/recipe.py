@@ -119,11 +119,37 @@ class Bootstrap(Section):
         return v
 
 
+class Filters(Section):
+    """Heuristic checks every parallel pair passes before the judge sees it."""
+
+    max_chars: int = Field(4000, gt=0, description="longest side allowed, in characters")
+    min_length_ratio: float = Field(0.3, gt=0, description="target/source length ratio, lower bound")
+    max_length_ratio: float = Field(3.0, gt=0, description="target/source length ratio, upper bound")
+    langid_min_chars: int = Field(20, ge=0, description="texts shorter than this skip language identification")
+    langid_min_confidence: float = Field(
+        0.5, ge=0, le=1, description="a wrong language is a reject only when py3langid is at least this sure"
+    )
+    target_lang_aliases: list[str] = Field(
+        default_factory=lambda: ["arz", "ary", "apc", "acm", "ajp"],
+        description="language codes also accepted for the target (e.g. Arabic varieties)",
+    )
+    near_duplicates: bool = Field(True, description="drop near-duplicates (MinHash LSH) as well as exact ones")
+    near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity that counts as a near-duplicate")
+    minhash_permutations: int = Field(64, ge=16)
+
+    @model_validator(mode="after")
+    def _ratio_order(self) -> Filters:
+        if self.min_length_ratio >= self.max_length_ratio:
+            raise ValueError("min_length_ratio must be below max_length_ratio")
+        return self
+
+
 class Judge(Section):
     """Stage 3: an instruct model judges candidate parallel pairs ACCEPT/REJECT."""
 
     model: str
     dataset: DatasetRef
+    filters: Filters = Filters()
     prompt: str = (
         "Is the Arabic text a faithful translation of the English text? "
         "Answer ACCEPT or REJECT.\nEnglish: {source}\nArabic: {target}"

@@ -51,3 +51,31 @@ def test_recipes_lists_builtins():
     proc = _hala("recipes")
     assert proc.returncode == 0
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == ["hala-9b", "hala-nano", "smoke"]
+
+
+def test_filter_command_reports_reasons_and_conserves_rows(tmp_path):
+    import json
+
+    rows = [
+        {"translation": {"en": "The train leaves at nine.", "ar": "يغادر القطار في التاسعة."}},
+        {"translation": {"en": "The train leaves at nine.", "ar": "يغادر القطار في التاسعة."}},
+        {"translation": {"en": "Where is the library?", "ar": "Where is the library?"}},
+        {"translation": {"en": "Call me at {phone} tonight.", "ar": "اتصل بي الليلة."}},
+        {"translation": {"en": "I like green tea.", "ar": "أحب الشاي الأخضر."}},
+    ]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    proc = _hala("filter", "pairs.jsonl", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    kept = (tmp_path / "out" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(kept) == 2 and len(kept) + len(rejects) == len(rows)
+    assert [r["reason"] for r in rejects] == ["exact duplicate", "untranslated copy", "lost code or placeholder: {phone}"]
+    assert "rejected: untranslated copy" in proc.stdout and "total" in proc.stdout
+
+
+def test_filter_command_refuses_unreadable_input(tmp_path):
+    proc = _hala("filter", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+    assert not (tmp_path / "out").exists()

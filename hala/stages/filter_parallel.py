@@ -1,7 +1,8 @@
-"""Stage 3: an instruct model judges candidate parallel pairs; only ACCEPTed pairs are kept.
+"""Stage 3: filter a parallel corpus: heuristic checks first, then an LLM judge (ACCEPT/REJECT).
 
 Every candidate ends in exactly one of two files: ``pairs.jsonl`` (kept) or ``rejects.jsonl``
-with the reason (the judge said REJECT, or its answer could not be parsed).
+with its reason (a heuristic's, "judge: REJECT", or "judge: unparseable answer"). The same
+function serves the pipeline stage and ``hala filter``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 
 from hala.corpora import read_pairs, write_jsonl
 from hala.engines import load_engine
+from hala.filters import Pair, filter_pairs, reason_key
 from hala.models import resolve_model
-from hala.recipe import Recipe
+from hala.progress import progress_bar
+from hala.recipe import DatasetRef, Filters, Judge, Languages, Recipe
 
 _VERDICT = re.compile(r"\b(ACCEPT|REJECT)\b", re.IGNORECASE)
 
@@ -24,31 +27,63 @@ def parse_verdict(answer: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def filter_parallel(recipe: Recipe, out_dir: Path) -> dict[str, float]:
-    section = recipe.judge
-    src, tgt = recipe.languages.source, recipe.languages.target
-    pairs = read_pairs(section.dataset, src, tgt)
-    conversations = [[{"role": "user", "content": section.prompt.format(source=s, target=t)}] for s, t in pairs]
-    engine = load_engine(resolve_model(section.model), recipe.engine, section.generation)
+def metric_key(reason: str) -> str:
+    """The reason's family as a metric name: "judge: REJECT" -> judge_reject, "length ratio 3.1 ..." -> length_ratio."""
+    if reason.startswith("judge: "):
+        return "judge_" + reason.removeprefix("judge: ").split()[0].lower()
+    return reason_key(reason)
+
+
+def _judge(pairs: list[Pair], judge: Judge, model: str, engine_choice: str) -> tuple[list[str | None], list[str]]:
+    conversations = [[{"role": "user", "content": judge.prompt.format(source=p.source, target=p.target)}] for p in pairs]
+    engine = load_engine(resolve_model(model), engine_choice, judge.generation)
     try:
-        answers = engine.chat(conversations, section.generation, desc="filter: judging pairs")
+        answers = engine.chat(conversations, judge.generation, desc="filter: judging pairs")
     finally:
         engine.close()
-    kept, rejected, reasons = [], [], Counter()
-    for (s, t), answer in zip(pairs, answers, strict=True):
-        verdict = parse_verdict(answer)
-        row = {"translation": {src: s, tgt: t}}
-        if verdict == "ACCEPT":
+    verdicts = [parse_verdict(a) for a in answers]
+    reasons = [None if v == "ACCEPT" else "judge: REJECT" if v == "REJECT" else "judge: unparseable answer" for v in verdicts]
+    return reasons, answers
+
+
+def filter_corpus(
+    dataset: DatasetRef, filters: Filters, languages: Languages, out_dir: Path, *, judge: Judge | None, engine: str = "auto"
+) -> dict[str, float]:
+    """Filter ``dataset`` into ``out_dir``: heuristics always, the LLM judge when ``judge`` is given."""
+    src, tgt = languages.source, languages.target
+    pairs = [Pair(s, t) for s, t in read_pairs(dataset, src, tgt)]
+    reasons: list[str | None] = []
+    with progress_bar("filter: heuristic checks", total=len(pairs)) as bar:
+        for _, reason in filter_pairs(pairs, filters, src, tgt):
+            reasons.append(reason)
+            bar.update(1)
+    answers: dict[int, str] = {}
+    if judge is not None:
+        survivors = [i for i, r in enumerate(reasons) if r is None]
+        if survivors:
+            verdicts, raw = _judge([pairs[i] for i in survivors], judge, judge.model, engine)
+            for i, verdict, answer in zip(survivors, verdicts, raw, strict=True):
+                reasons[i] = verdict
+                answers[i] = answer
+    kept, rejected = [], []
+    for i, (pair, reason) in enumerate(zip(pairs, reasons, strict=True)):
+        row = {"translation": {src: pair.source, tgt: pair.target}}
+        if reason is None:
             kept.append(row)
-            continue
-        reason = "judge: REJECT" if verdict == "REJECT" else "judge: unparseable answer"
-        reasons[reason] += 1
-        rejected.append({**row, "reason": reason, "judge_answer": answer})
+        else:
+            extra = {"judge_answer": answers[i]} if i in answers else {}
+            rejected.append({**row, "reason": reason, **extra})
+    if len(kept) + len(rejected) != len(pairs):  # every candidate must end in exactly one file
+        raise RuntimeError(f"filter lost rows: {len(pairs)} in, {len(kept)} kept + {len(rejected)} rejected")
     out_dir = Path(out_dir)
     write_jsonl(out_dir / "pairs.jsonl", kept)
     write_jsonl(out_dir / "rejects.jsonl", rejected)
-    if len(kept) + len(rejected) != len(pairs):  # every candidate must end in exactly one file
-        raise RuntimeError(f"filter lost rows: {len(pairs)} in, {len(kept)} kept + {len(rejected)} rejected")
+    by_reason = Counter(metric_key(r["reason"]) for r in rejected)
     metrics = {"rows_in": float(len(pairs)), "rows_kept": float(len(kept)), "rows_rejected": float(len(rejected))}
-    metrics.update({f"rejected_{r.split(': ')[1].replace(' ', '_').lower()}": float(n) for r, n in reasons.items()})
+    metrics.update({f"rejected_{key}": float(n) for key, n in sorted(by_reason.items())})
     return metrics
+
+
+def filter_parallel(recipe: Recipe, out_dir: Path) -> dict[str, float]:
+    section = recipe.judge
+    return filter_corpus(section.dataset, section.filters, recipe.languages, out_dir, judge=section, engine=recipe.engine)
