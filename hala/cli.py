@@ -11,6 +11,7 @@ from rich.console import Console
 
 from hala.recipe import RecipeError, builtin_recipes, load_recipe
 
+ENGINES = ("auto", "transformers", "vllm")
 app = typer.Typer(help="Hala: the translate-and-tune recipe as a Kubeflow pipeline.", no_args_is_help=True)
 console = Console(stderr=True)
 
@@ -83,9 +84,14 @@ def filter_(
     from hala.recipe import DatasetRef, Filters, Judge, Languages
     from hala.stages.filter_parallel import filter_corpus
 
+    from pydantic import ValidationError
+
+    if engine not in ENGINES:
+        _fail(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    # A data file wins over a hub id of the same shape (data/pairs.jsonl is a path, not org/name).
+    is_file = Path(input).exists() or Path(input).suffix in (".jsonl", ".json", ".parquet")
     try:
-        # A file that exists here wins over a hub id of the same shape (data/pairs.jsonl).
-        dataset = DatasetRef(path=str(Path(input).resolve()) if Path(input).exists() else input)
+        dataset = DatasetRef(path=str(Path(input).resolve()) if is_file else input)
         check_readable(dataset)
         judge_section = Judge(model=judge, dataset=dataset) if judge else None
         if judge:
@@ -93,6 +99,9 @@ def filter_(
 
             check_model_ref(judge)
         metrics = filter_corpus(dataset, Filters(), Languages(source=src, target=tgt), out, judge=judge_section, engine=engine)
+    except ValidationError as err:
+        first = err.errors()[0]
+        _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg'].removeprefix('Value error, ')}")
     except (DataError, ValueError) as err:
         _fail(str(err).splitlines()[0])
     table = Table(title=f"hala filter: {input}")

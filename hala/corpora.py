@@ -93,6 +93,10 @@ def detect_layout(row: dict) -> str:
     return "columns"
 
 
+def _empty(value: object) -> bool:
+    return not isinstance(value, str) or not value.strip()
+
+
 def _text(value: object, what: str, ds: DatasetRef) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"dataset {ds.path}: {what} is missing or empty")
@@ -134,6 +138,11 @@ def read_conversations(ds: DatasetRef) -> list[list[dict[str, str]]]:
                 if role is None:
                     raise DataError(f"dataset {ds.path}: unknown ShareGPT speaker {turn.get('from')!r}")
                 turns.append({"role": role, "content": _text(turn.get("value"), "conversations[].value", ds)})
+            conversations.append(turns)
+        elif layout == "columns" and ds.fields:
+            turns = [] if _empty(row.get(ds.fields.get("system"))) else [{"role": "system", "content": row[ds.fields["system"]].strip()}]
+            turns.append({"role": "user", "content": _text(row.get(ds.fields["user"]), ds.fields["user"], ds)})
+            turns.append({"role": "assistant", "content": _text(row.get(ds.fields["assistant"]), ds.fields["assistant"], ds)})
             conversations.append(turns)
         elif layout == "messages":
             conversations.append(

@@ -37,6 +37,8 @@ def gpu_available() -> bool:
 
 
 def pick_backend(choice: str) -> str:
+    if choice not in ("auto", "transformers", "vllm"):
+        raise ValueError(f"unknown generation engine {choice!r}; use auto, transformers or vllm")
     if choice != "auto":
         return choice
     if gpu_available() and importlib.util.find_spec("vllm") is not None:
@@ -107,11 +109,9 @@ class VLLMEngine:
     def __init__(self, model_path: str, generation: Generation):
         from vllm import LLM
 
-        self.llm = LLM(
-            model=model_path,
-            tensor_parallel_size=generation.tensor_parallel_size,
-            enable_prefix_caching=True,
-        )
+        # Prefix caching (the shared translation prompt) is left to vLLM's default: it is on where the
+        # architecture supports it, and some releases refuse it for LFM2's hybrid conv layers.
+        self.llm = LLM(model=model_path, tensor_parallel_size=generation.tensor_parallel_size)
 
     def chat(self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating") -> list[str]:
         from vllm import SamplingParams
@@ -122,7 +122,22 @@ class VLLMEngine:
         return [o.outputs[0].text.strip() for o in outputs]
 
     def close(self) -> None:
+        # A stage may start several engines in turn (original then FP8 teacher); each claims most
+        # of the GPU memory, so the previous one must really let go first.
+        import gc
+
+        import torch
+
         del self.llm
+        gc.collect()
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except ImportError:
+            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def load_engine(model_path: str, backend: str, generation: Generation) -> GenerationEngine:

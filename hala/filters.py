@@ -18,7 +18,9 @@ from hala.recipe import Filters
 
 # Things a translation must carry over unchanged: fenced and inline code, URLs, format
 # placeholders ({name}, {0}, %s, %d) and markup tags.
-_PROTECTED = re.compile(r"```.*?```|`[^`\n]+`|https?://\S+|\{[A-Za-z0-9_]*\}|%[sd]|</?[A-Za-z][A-Za-z0-9]*>", re.DOTALL)
+_PROTECTED = re.compile(
+    r"```.*?```|`[^`\n]+`|https?://\S*[^\s.,;:!?)\]}'\"]|\{[A-Za-z0-9_]*\}|%[sd]|</?[A-Za-z][A-Za-z0-9]*>", re.DOTALL
+)
 _ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF]")
 _LATIN_LETTER = re.compile(r"[A-Za-z]")
 _WORD = re.compile(r"\w+")

@@ -63,8 +63,22 @@ class DatasetRef(Section):
     subset: str | None = Field(None, description="hub dataset configuration, e.g. 'ar-en' for opus-100")
     skip: int = Field(0, ge=0, description="rows to skip from the start")
     limit: int | None = Field(None, gt=0, description="at most this many rows after skip")
+    fields: dict[Literal["system", "user", "assistant"], str] = Field(
+        default_factory=dict,
+        description="for layout 'columns' holding conversations: which column is the system prompt, user turn, assistant turn",
+    )
 
     _ref = field_validator("path")(_check_ref)
+
+    def check_conversational(self, where: str) -> None:
+        if self.layout == "opus":
+            raise ValueError(f"{where}: layout 'opus' holds parallel pairs, not instructions")
+        if self.layout == "columns" and not {"user", "assistant"} <= self.fields.keys():
+            raise ValueError(f"{where}: layout 'columns' needs fields.user and fields.assistant (the column names)")
+
+    def check_parallel(self, where: str) -> None:
+        if self.layout in ("instruction", "sharegpt", "messages"):
+            raise ValueError(f"{where}: layout {self.layout!r} holds conversations, not parallel pairs")
 
 
 class Generation(Section):
@@ -118,6 +132,11 @@ class Bootstrap(Section):
             raise ValueError("must contain the placeholder {text}")
         return v
 
+    @model_validator(mode="after")
+    def _conversational(self) -> Bootstrap:
+        self.dataset.check_conversational("dataset")
+        return self
+
 
 class Filters(Section):
     """Heuristic checks every parallel pair passes before the judge sees it."""
@@ -166,6 +185,11 @@ class Judge(Section):
                 raise ValueError(f"must contain the placeholder {slot}")
         return v
 
+    @model_validator(mode="after")
+    def _parallel(self) -> Judge:
+        self.dataset.check_parallel("dataset")
+        return self
+
 
 class Translator(Section):
     """Stage 4: SFT of the lightweight translator on bootstrap + filtered pairs."""
@@ -183,6 +207,12 @@ class Corpus(Section):
 
     datasets: list[DatasetRef] = Field(min_length=1)
     generation: Generation = Generation()
+
+    @model_validator(mode="after")
+    def _conversational(self) -> Corpus:
+        for i, ds in enumerate(self.datasets):
+            ds.check_conversational(f"datasets[{i}]")
+        return self
 
 
 class Student(Section):

@@ -79,3 +79,12 @@ def test_filter_command_refuses_unreadable_input(tmp_path):
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_filter_command_names_bad_options(tmp_path):
+    proc = _hala("filter", "missing.jsonl", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"file {tmp_path}/missing.jsonl does not exist" in proc.stderr
+    proc = _hala("filter", "missing.jsonl", "--out", str(tmp_path / "out"), "--engine", "vlm", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--engine 'vlm' is not one of auto, transformers, vllm" in proc.stderr

@@ -70,3 +70,14 @@ def test_write_jsonl_is_atomic_and_counts(tmp_path):
     h1 = file_hash(out)
     write_jsonl(out, [{"i": 9}])
     assert file_hash(out) != h1
+
+
+def test_conversations_from_named_columns(tmp_path):
+    rows = [
+        {"system_prompt": "You are helpful.", "question": "Name a colour.", "response": "Blue."},
+        {"system_prompt": "", "question": "Name a fruit.", "response": "An apple."},
+    ]
+    ds = DatasetRef(path=_write(tmp_path, rows), layout="columns", fields={"system": "system_prompt", "user": "question", "assistant": "response"})
+    convs = read_conversations(ds)
+    assert [m["role"] for m in convs[0]] == ["system", "user", "assistant"]
+    assert convs[1] == [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."}]

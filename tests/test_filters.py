@@ -21,6 +21,7 @@ S = Filters()
         ("Hello {name}, welcome back.", "مرحبا يا صديقي، أهلا بعودتك.", "lost code or placeholder: {name}"),
         ("Hello {name}, welcome back.", "مرحبا {name}، أهلا بعودتك.", None),
         ("Visit https://example.org for details.", "زر https://example.org للتفاصيل.", None),
+        ("See https://example.org/a, then reply.", "انظر https://example.org/a ثم رد.", None),
         ("Das Wetter ist heute sehr schön und warm.", "الطقس جميل جدًا ودافئ اليوم.", "source language is de, not en"),
         ("The weather is nice\u202e today.", "الطقس جميل اليوم.", "bidi control characters"),
         ("x" * 5000, "س" * 5000, "too long: 5000 chars > 4000"),

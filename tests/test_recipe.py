@@ -40,6 +40,16 @@ def _smoke_dict():
         ),
         (lambda d: d["translator"].update(base="not a model"), "translator.base: 'not a model' is not a hub id"),
         (lambda d: d["evaluation"].update(benchmarks=["mmlu"]), "evaluation.benchmarks.0: Input should be 'alghafa'"),
+        (
+            lambda d: d["bootstrap"]["dataset"].update(layout="opus"),
+            "bootstrap: dataset: layout 'opus' holds parallel pairs, not instructions",
+        ),
+        (
+            lambda d: d["corpus"]["datasets"][0].update(layout="columns"),
+            "corpus: datasets[0]: layout 'columns' needs fields.user and fields.assistant",
+        ),
+        (lambda d: d["judge"]["dataset"].update(layout="sharegpt"), "judge: dataset: layout 'sharegpt' holds conversations"),
+        (lambda d: d["judge"]["filters"].update(min_length_ratio=4.0), "judge.filters: min_length_ratio must be below max_length_ratio"),
     ],
 )
 def test_bad_recipes_name_the_key(mutate, message):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,19 @@ def test_batched_generation_keeps_order_and_matches_one_at_a_time(tiny):
     single = [engine.chat([c], Generation(max_new_tokens=32, batch_size=1))[0] for c in convs]
     assert batched == single
     assert batched[0] == "الطابعة لا تعمل."  # the tiny teacher learned this bundled pair
+
+
+def test_tiny_judge_verdicts_are_parsed_and_reject_untranslated_copies(tiny):
+    from hala.corpora import read_jsonl
+    from hala.filters import Pair
+    from hala.recipe import DatasetRef, Judge
+    from hala.stages.filter_parallel import _judge
+
+    rows = [r["translation"] for r in read_jsonl(Path(__file__).resolve().parents[1] / "hala/data/smoke/parallel_en_ar.jsonl")][:10]
+    judge = Judge(model="tiny:judge", dataset=DatasetRef(path="bundled:smoke/parallel_en_ar.jsonl"))
+    true_pairs = [Pair(r["en"], r["ar"]) for r in rows]
+    copies = [Pair(r["en"], r["en"]) for r in rows]
+    reasons, answers = _judge(true_pairs + copies, judge, judge.model, "transformers")
+    assert len(reasons) == len(answers) == 20
+    assert sum(r is None for r in reasons[:10]) >= 8  # true pairs accepted
+    assert sum(r == "judge: REJECT" for r in reasons[10:]) >= 8  # copies rejected

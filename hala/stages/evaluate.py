@@ -83,6 +83,14 @@ def evaluate_translation(model_path: str, recipe: Recipe) -> dict[str, float]:
 def compare_models(models: dict[str, str], recipe: Recipe) -> dict:
     """Evaluate each named model (e.g. base, sft, merged) on the suite; flat metrics for MLflow included."""
     results = {role: evaluate_benchmarks(path, recipe.evaluation, recipe.engine) for role, path in models.items()}
+    # Averages compare models only over the benchmarks every one of them completed.
+    common = [k for k in recipe.evaluation.benchmarks if all("acc" in r["benchmarks"][k] for r in results.values())]
+    if not common:
+        errors = {role: r["failed"] for role, r in results.items()}
+        raise RuntimeError(f"no benchmark could be scored for every model; failed: {errors}")
+    for res in results.values():
+        res["average"] = sum(res["benchmarks"][k]["acc"] for k in common) / len(common)
+        res["average_over"] = common
     metrics: dict[str, float] = {}
     for role, res in results.items():
         for key, scores in res["benchmarks"].items():
