@@ -117,6 +117,51 @@ def filter_(
 
 
 @app.command()
+def translate(
+    input: str = typer.Argument(..., help="conversations: JSONL/Parquet (instruction/response, ShareGPT or messages) or a hub id"),
+    model: str = typer.Option(..., help="translation model: hub id, local folder or tiny:NAME"),
+    out: Path = typer.Option(..., help="folder for corpus.jsonl (translated) and rejects.jsonl (with reasons)"),
+    src: str = typer.Option("en", help="source language code"),
+    tgt: str = typer.Option("ar", help="target language code"),
+    prompt: str = typer.Option(None, help="prompt with {text}; default: 'Translate from <source> to <target>: {text}'"),
+    max_new_tokens: int = typer.Option(512, help="longest translation of one turn, in tokens"),
+    batch_size: int = typer.Option(8, help="prompts per batch on the transformers backend"),
+    engine: str = typer.Option("auto", help="generation backend: auto, transformers or vllm"),
+) -> None:
+    """Translate every turn of a conversation dataset, as the pipeline's corpus stage does."""
+    from pydantic import ValidationError
+
+    from hala.corpora import DataError, check_readable
+    from hala.models import resolve_model
+    from hala.recipe import DatasetRef, Generation
+    from hala.stages.translate_corpus import translate_conversations
+
+    names = {"en": "English", "ar": "Arabic", "fr": "French", "de": "German", "es": "Spanish"}
+    template = prompt or f"Translate from {names.get(src, src)} to {names.get(tgt, tgt)}: {{text}}"
+    if "{text}" not in template:
+        _fail("--prompt must contain the placeholder {text}")
+    if engine not in ENGINES:
+        _fail(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    is_file = Path(input).exists() or Path(input).suffix in (".jsonl", ".json", ".parquet")
+    try:
+        dataset = DatasetRef(path=str(Path(input).resolve()) if is_file else input)
+        check_readable(dataset)
+        model_path = resolve_model(model)
+        generation = Generation(max_new_tokens=max_new_tokens, batch_size=batch_size)
+        metrics = translate_conversations([dataset], model_path, template, generation, engine, out)
+    except ValidationError as err:
+        first = err.errors()[0]
+        _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg'].removeprefix('Value error, ')}")
+    except (DataError, ValueError) as err:
+        _fail(str(err).splitlines()[0])
+    console.print(
+        f"translated {metrics['turns_translated']:.0f} turns of {metrics['conversations_in']:.0f} conversations: "
+        f"{metrics['conversations_kept']:.0f} kept in {out / 'corpus.jsonl'}, "
+        f"{metrics['conversations_rejected']:.0f} rejected in {out / 'rejects.jsonl'}"
+    )
+
+
+@app.command()
 def recipes() -> None:
     """List the built-in recipes."""
     for name in builtin_recipes():

@@ -88,3 +88,28 @@ def test_filter_command_names_bad_options(tmp_path):
     proc = _hala("filter", "missing.jsonl", "--out", str(tmp_path / "out"), "--engine", "vlm", cwd=tmp_path)
     assert proc.returncode == 2
     assert "--engine 'vlm' is not one of auto, transformers, vllm" in proc.stderr
+
+
+def test_translate_command_translates_every_turn(tmp_path):
+    import json
+    from pathlib import Path
+
+    smoke = Path(__file__).resolve().parents[1] / "hala" / "data" / "smoke"
+    proc = _hala(
+        "translate", str(smoke / "instructions_more_en.jsonl"), "--model", "tiny:teacher", "--out", str(tmp_path / "out"),
+        "--max-new-tokens", "48", "--batch-size", "16", "--engine", "transformers",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "translated 80 turns of 40 conversations: 40 kept" in proc.stderr.replace("\n", " ")
+    rows = [json.loads(line) for line in (tmp_path / "out" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    reference = [json.loads(line) for line in (smoke / "instructions_more_ar_reference.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [m["role"] for m in rows[0]["messages"]] == ["user", "assistant"]
+    # The tiny teacher learned these sentences, so most turns come back as the reference translation.
+    exact = sum(r["messages"][0]["content"] == ref["human"] for r, ref in zip(rows, reference, strict=True))
+    assert exact >= 30
+
+
+def test_translate_command_refuses_a_prompt_without_slot(tmp_path):
+    proc = _hala("translate", "x.jsonl", "--model", "tiny:teacher", "--out", str(tmp_path), "--prompt", "Translate:")
+    assert proc.returncode == 2
+    assert "--prompt must contain the placeholder {text}" in proc.stderr

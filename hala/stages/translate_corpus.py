@@ -10,21 +10,32 @@ from pathlib import Path
 
 from hala.corpora import read_conversations, write_jsonl
 from hala.engines import load_engine
-from hala.recipe import Recipe
+from hala.recipe import DatasetRef, Generation, Recipe
 from hala.translation import translate_texts
 
 
 def translate_corpus(recipe: Recipe, translator_path: str, out_dir: Path) -> dict[str, float]:
-    section = recipe.corpus
+    return translate_conversations(
+        recipe.corpus.datasets, translator_path, recipe.bootstrap.prompt, recipe.corpus.generation, recipe.engine, out_dir
+    )
+
+
+def translate_conversations(
+    datasets: list[DatasetRef], model_path: str, prompt: str, generation: Generation, engine: str, out_dir: Path
+) -> dict[str, float]:
+    """Translate every turn of every conversation in ``datasets`` with ``model_path`` into ``out_dir``.
+
+    The pipeline's corpus stage and ``hala translate`` both run this.
+    """
     conversations = []
-    for ds in section.datasets:
+    for ds in datasets:
         conversations += [(ds.path, conv) for conv in read_conversations(ds)]
     texts = [m["content"] for _, conv in conversations for m in conv]
-    engine = load_engine(translator_path, recipe.engine, section.generation)
+    backend = load_engine(model_path, engine, generation)
     try:
-        translated = iter(translate_texts(engine, texts, recipe.bootstrap.prompt, section.generation, desc="corpus: translating"))
+        translated = iter(translate_texts(backend, texts, prompt, generation, desc="translating turns"))
     finally:
-        engine.close()
+        backend.close()
     kept, rejected = [], []
     for source, conv in conversations:
         messages = [{"role": m["role"], "content": next(translated)} for m in conv]
