@@ -21,6 +21,22 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _input_dataset(input: str):
+    """The DatasetRef for a command's INPUT; a data file wins over a hub id of the same shape."""
+    from hala.corpora import check_readable
+    from hala.recipe import DatasetRef
+
+    is_file = Path(input).exists() or Path(input).suffix in (".jsonl", ".json", ".parquet")
+    dataset = DatasetRef(path=str(Path(input).resolve()) if is_file else input)
+    check_readable(dataset)
+    return dataset
+
+
+def _validation_message(err) -> str:
+    first = err.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg'].removeprefix('Value error, ')}"
+
+
 def _recipe(name: str):
     try:
         return load_recipe(name)
@@ -80,19 +96,16 @@ def filter_(
     """Filter a parallel corpus as the pipeline does, and report kept and rejected by reason."""
     from rich.table import Table
 
-    from hala.corpora import DataError, check_readable
-    from hala.recipe import DatasetRef, Filters, Judge, Languages
+    from hala.corpora import DataError
+    from hala.recipe import Filters, Judge, Languages
     from hala.stages.filter_parallel import filter_corpus
 
     from pydantic import ValidationError
 
     if engine not in ENGINES:
         _fail(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
-    # A data file wins over a hub id of the same shape (data/pairs.jsonl is a path, not org/name).
-    is_file = Path(input).exists() or Path(input).suffix in (".jsonl", ".json", ".parquet")
     try:
-        dataset = DatasetRef(path=str(Path(input).resolve()) if is_file else input)
-        check_readable(dataset)
+        dataset = _input_dataset(input)
         judge_section = Judge(model=judge, dataset=dataset) if judge else None
         if judge:
             from hala.models import check_model_ref
@@ -100,8 +113,7 @@ def filter_(
             check_model_ref(judge)
         metrics = filter_corpus(dataset, Filters(), Languages(source=src, target=tgt), out, judge=judge_section, engine=engine)
     except ValidationError as err:
-        first = err.errors()[0]
-        _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg'].removeprefix('Value error, ')}")
+        _fail(_validation_message(err))
     except (DataError, ValueError) as err:
         _fail(str(err).splitlines()[0])
     table = Table(title=f"hala filter: {input}")
@@ -131,9 +143,9 @@ def translate(
     """Translate every turn of a conversation dataset, as the pipeline's corpus stage does."""
     from pydantic import ValidationError
 
-    from hala.corpora import DataError, check_readable
+    from hala.corpora import DataError
     from hala.models import resolve_model
-    from hala.recipe import DatasetRef, Generation
+    from hala.recipe import Generation
     from hala.stages.translate_corpus import translate_conversations
 
     names = {"en": "English", "ar": "Arabic", "fr": "French", "de": "German", "es": "Spanish"}
@@ -142,16 +154,13 @@ def translate(
         _fail("--prompt must contain the placeholder {text}")
     if engine not in ENGINES:
         _fail(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
-    is_file = Path(input).exists() or Path(input).suffix in (".jsonl", ".json", ".parquet")
     try:
-        dataset = DatasetRef(path=str(Path(input).resolve()) if is_file else input)
-        check_readable(dataset)
+        dataset = _input_dataset(input)
         model_path = resolve_model(model)
         generation = Generation(max_new_tokens=max_new_tokens, batch_size=batch_size)
         metrics = translate_conversations([dataset], model_path, template, generation, engine, out)
     except ValidationError as err:
-        first = err.errors()[0]
-        _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg'].removeprefix('Value error, ')}")
+        _fail(_validation_message(err))
     except (DataError, ValueError) as err:
         _fail(str(err).splitlines()[0])
     console.print(

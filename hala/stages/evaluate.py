@@ -6,7 +6,6 @@ A benchmark whose data cannot be read fails alone, with its reason, while the ot
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from hala.benchmarks import SUITE, lm_eval_task
 from hala.corpora import read_pairs
