@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from hala.engines import ENGINES
 from hala.recipe import RecipeError, builtin_recipes, load_recipe
 
-ENGINES = ("auto", "transformers", "vllm")
 app = typer.Typer(help="Hala: the translate-and-tune recipe as a Kubeflow pipeline.", no_args_is_help=True)
 console = Console(stderr=True)
 

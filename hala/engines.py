@@ -18,6 +18,7 @@ from hala.recipe import Generation
 log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
+ENGINES = ("auto", "transformers", "vllm")
 
 
 class GenerationEngine(Protocol):
@@ -37,7 +38,7 @@ def gpu_available() -> bool:
 
 
 def pick_backend(choice: str) -> str:
-    if choice not in ("auto", "transformers", "vllm"):
+    if choice not in ENGINES:
         raise ValueError(f"unknown generation engine {choice!r}; use auto, transformers or vllm")
     if choice != "auto":
         return choice

@@ -142,7 +142,7 @@ def test_tiny_judge_verdicts_are_parsed_and_reject_untranslated_copies(tiny):
     judge = Judge(model="tiny:judge", dataset=DatasetRef(path="bundled:smoke/parallel_en_ar.jsonl"))
     true_pairs = [Pair(r["en"], r["ar"]) for r in rows]
     copies = [Pair(r["en"], r["en"]) for r in rows]
-    reasons, answers = _judge(true_pairs + copies, judge, judge.model, "transformers")
+    reasons, answers = _judge(true_pairs + copies, judge, "transformers")
     assert len(reasons) == len(answers) == 20
     assert sum(r is None for r in reasons[:10]) >= 8  # true pairs accepted
     assert sum(r == "judge: REJECT" for r in reasons[10:]) >= 8  # copies rejected

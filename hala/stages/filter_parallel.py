@@ -34,9 +34,9 @@ def metric_key(reason: str) -> str:
     return reason_key(reason)
 
 
-def _judge(pairs: list[Pair], judge: Judge, model: str, engine_choice: str) -> tuple[list[str | None], list[str]]:
+def _judge(pairs: list[Pair], judge: Judge, engine_choice: str) -> tuple[list[str | None], list[str]]:
     conversations = [[{"role": "user", "content": judge.prompt.format(source=p.source, target=p.target)}] for p in pairs]
-    engine = load_engine(resolve_model(model), engine_choice, judge.generation)
+    engine = load_engine(resolve_model(judge.model), engine_choice, judge.generation)
     try:
         answers = engine.chat(conversations, judge.generation, desc="filter: judging pairs")
     finally:
@@ -61,7 +61,7 @@ def filter_corpus(
     if judge is not None:
         survivors = [i for i, r in enumerate(reasons) if r is None]
         if survivors:
-            verdicts, raw = _judge([pairs[i] for i in survivors], judge, judge.model, engine)
+            verdicts, raw = _judge([pairs[i] for i in survivors], judge, engine)
             for i, verdict, answer in zip(survivors, verdicts, raw, strict=True):
                 reasons[i] = verdict
                 answers[i] = answer
