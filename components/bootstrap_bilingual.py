@@ -9,16 +9,37 @@ def bootstrap_bilingual(
     tracking_uri: str,
     mlflow_run: dsl.Input[dsl.Artifact],
     fp8_teacher: dsl.Input[dsl.Model],
-    bilingual: dsl.Output[dsl.Dataset],
+    worker: int,
+    part: dsl.Output[dsl.Dataset],
 ):
-    """Stage 2: the FP8 teacher translates English instruction pairs into bilingual tuples."""
+    """Stage 2 (one worker): the FP8 teacher translates this worker's shards of the English conversations."""
     from pathlib import Path
 
     from hala.stages.bootstrap_bilingual import bootstrap_bilingual as run
+    from hala.tracking import log_stage_metrics, pipeline_stage
+
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"bootstrap_bilingual[{worker}]", "bootstrap") as recipe:
+        metrics = run(recipe, fp8_teacher.path, Path(part.path), worker=worker)
+        log_stage_metrics(metrics)
+    part.metadata.update({**metrics, "worker": worker})
+
+
+@dsl.component(base_image=image("base"))
+def collect_bilingual(
+    recipe_json: str,
+    tracking_uri: str,
+    mlflow_run: dsl.Input[dsl.Artifact],
+    parts: dsl.Input[list[dsl.Dataset]],
+    bilingual: dsl.Output[dsl.Dataset],
+):
+    """Stage 2 (join): one bilingual dataset from the workers' shards, every shard exactly once."""
+    from pathlib import Path
+
+    from hala.stages.bootstrap_bilingual import collect_bilingual as run
     from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "bootstrap_bilingual", "bootstrap") as recipe:
-        metrics = run(recipe, fp8_teacher.path, Path(bilingual.path))
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "bootstrap_bilingual", "bootstrap"):
+        metrics = run([Path(p.path) for p in parts], Path(bilingual.path))
         log_stage_metrics(metrics)
         log_jsonl_sample(Path(bilingual.path) / "bilingual.jsonl", "samples/bilingual.jsonl")
         log_jsonl_sample(Path(bilingual.path) / "rejects.jsonl", "samples/rejects.jsonl")

@@ -3,16 +3,63 @@ from kfp import dsl
 from hala.images import image
 
 
-@dsl.component(base_image=image("vllm"))
-def filter_parallel(recipe_json: str, tracking_uri: str, mlflow_run: dsl.Input[dsl.Artifact], pairs: dsl.Output[dsl.Dataset]):
-    """Stage 3: an LLM judge keeps the faithful pairs of a parallel corpus; rejects keep their reason."""
+@dsl.component(base_image=image("base"))
+def screen_pairs(recipe_json: str, tracking_uri: str, mlflow_run: dsl.Input[dsl.Artifact], screened: dsl.Output[dsl.Dataset]):
+    """Stage 3 (screen): heuristic checks and duplicate removal over the whole parallel corpus."""
     from pathlib import Path
 
-    from hala.stages.filter_parallel import filter_parallel as run
+    from hala.stages.filter_parallel import screen_pairs as run
     from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "filter_parallel", "judge") as recipe:
-        metrics = run(recipe, Path(pairs.path))
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "screen_pairs", "judge") as recipe:
+        section = recipe.judge
+        metrics = run(section.dataset, section.filters, recipe.languages, Path(screened.path))
+        log_stage_metrics(metrics)
+        log_jsonl_sample(Path(screened.path) / "heuristic_rejects.jsonl", "samples/heuristic_rejects.jsonl")
+    screened.metadata.update(metrics)
+
+
+@dsl.component(base_image=image("vllm"))
+def judge_pairs(
+    recipe_json: str,
+    tracking_uri: str,
+    mlflow_run: dsl.Input[dsl.Artifact],
+    screened: dsl.Input[dsl.Dataset],
+    worker: int,
+    part: dsl.Output[dsl.Dataset],
+):
+    """Stage 3 (judge, one worker): an LLM judges this worker's shards of the surviving pairs."""
+    from pathlib import Path
+
+    from hala.stages.filter_parallel import judge_pairs as run
+    from hala.tracking import log_stage_metrics, pipeline_stage
+
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"judge_pairs[{worker}]", "judge") as recipe:
+        section = recipe.judge
+        metrics = run(
+            Path(screened.path), section, recipe.engine, Path(part.path), section.shards, worker=worker, workers=section.shards.workers
+        )
+        log_stage_metrics(metrics)
+    part.metadata.update({**metrics, "worker": worker})
+
+
+@dsl.component(base_image=image("base"))
+def collect_pairs(
+    recipe_json: str,
+    tracking_uri: str,
+    mlflow_run: dsl.Input[dsl.Artifact],
+    screened: dsl.Input[dsl.Dataset],
+    parts: dsl.Input[list[dsl.Dataset]],
+    pairs: dsl.Output[dsl.Dataset],
+):
+    """Stage 3 (join): kept pairs and every reject with its reason; the counts must add up."""
+    from pathlib import Path
+
+    from hala.stages.filter_parallel import collect_pairs as run
+    from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
+
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "filter_parallel", "judge"):
+        metrics = run(Path(screened.path), [Path(p.path) for p in parts], Path(pairs.path))
         log_stage_metrics(metrics)
         log_jsonl_sample(Path(pairs.path) / "pairs.jsonl", "samples/kept.jsonl")
         log_jsonl_sample(Path(pairs.path) / "rejects.jsonl", "samples/rejects.jsonl")

@@ -9,16 +9,37 @@ def translate_corpus(
     tracking_uri: str,
     mlflow_run: dsl.Input[dsl.Artifact],
     translator: dsl.Input[dsl.Model],
-    corpus: dsl.Output[dsl.Dataset],
+    worker: int,
+    part: dsl.Output[dsl.Dataset],
 ):
-    """Stage 5: the translator turns the English instruction sets into an Arabic conversational corpus."""
+    """Stage 5 (one worker): translate this worker's shards of the English instruction sets."""
     from pathlib import Path
 
     from hala.stages.translate_corpus import translate_corpus as run
+    from hala.tracking import log_stage_metrics, pipeline_stage
+
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"translate_corpus[{worker}]", "corpus") as recipe:
+        metrics = run(recipe, translator.path, Path(part.path), worker=worker)
+        log_stage_metrics(metrics)
+    part.metadata.update({**metrics, "worker": worker})
+
+
+@dsl.component(base_image=image("base"))
+def collect_corpus(
+    recipe_json: str,
+    tracking_uri: str,
+    mlflow_run: dsl.Input[dsl.Artifact],
+    parts: dsl.Input[list[dsl.Dataset]],
+    corpus: dsl.Output[dsl.Dataset],
+):
+    """Stage 5 (join): one Arabic corpus from the workers' shards, every shard exactly once."""
+    from pathlib import Path
+
+    from hala.stages.translate_corpus import collect_corpus as run
     from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "translate_corpus", "corpus") as recipe:
-        metrics = run(recipe, translator.path, Path(corpus.path))
+    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "translate_corpus", "corpus"):
+        metrics = run([Path(p.path) for p in parts], Path(corpus.path))
         log_stage_metrics(metrics)
         log_jsonl_sample(Path(corpus.path) / "corpus.jsonl", "samples/corpus.jsonl")
         log_jsonl_sample(Path(corpus.path) / "rejects.jsonl", "samples/rejects.jsonl")

@@ -84,23 +84,41 @@ def compile_(
     console.print(f"wrote {target} (recipe {r.name}, hash {r.hash})")
 
 
+def _report(title: str, metrics: dict[str, float], kept: Path, rejects: Path) -> None:
+    """The end-of-job table: kept, rejected by reason, total; then where the files are."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_row("kept", f"{metrics['rows_kept']:.0f}")
+    for key, value in metrics.items():
+        if key.startswith("rejected_"):
+            table.add_row(f"rejected: {key.removeprefix('rejected_').replace('_', ' ')}", f"{value:.0f}")
+    table.add_row("total", f"{metrics['rows_in']:.0f}")
+    Console().print(table)
+    done = f"shards: {metrics['shards']:.0f}, of which {metrics['shards_reused']:.0f} reused from an earlier run;"
+    rate = next((metrics[k] for k in ("tokens_per_s", "judge_tokens_per_s") if metrics.get(k)), 0.0)
+    console.print(f"{done} {metrics['wall_time_s']:.1f}s" + (f", {rate:.0f} generated tokens/s" if rate else ""))
+    console.print(f"kept: {kept}; rejects with reasons: {rejects}")
+
+
 @app.command("filter")
 def filter_(
     input: str = typer.Argument(..., help="parallel pairs: a JSONL/Parquet file (OPUS or two-column layout) or a hub id"),
-    out: Path = typer.Option(..., help="folder for pairs.jsonl (kept) and rejects.jsonl (with reasons)"),
+    out: Path = typer.Option(..., help="folder for pairs.jsonl (kept) and rejects.jsonl (with reasons); rerun to resume"),
     judge: str = typer.Option(None, help="an instruct model for the ACCEPT/REJECT judge; without it, heuristics only"),
     src: str = typer.Option("en", help="source language code"),
     tgt: str = typer.Option("ar", help="target language code"),
     engine: str = typer.Option("auto", help="generation backend for the judge: auto, transformers or vllm"),
+    shard_size: int = typer.Option(4096, help="pairs per judge shard: the unit of resume after a crash"),
 ) -> None:
     """Filter a parallel corpus as the pipeline does, and report kept and rejected by reason."""
-    from rich.table import Table
+    from pydantic import ValidationError
 
     from hala.corpora import DataError
-    from hala.recipe import Filters, Judge, Languages
+    from hala.recipe import Filters, Judge, Languages, Sharding
     from hala.stages.filter_parallel import filter_corpus
-
-    from pydantic import ValidationError
 
     if engine not in ENGINES:
         _fail(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
@@ -111,33 +129,34 @@ def filter_(
             from hala.models import check_model_ref
 
             check_model_ref(judge)
-        metrics = filter_corpus(dataset, Filters(), Languages(source=src, target=tgt), out, judge=judge_section, engine=engine)
+        metrics = filter_corpus(
+            dataset,
+            Filters(),
+            Languages(source=src, target=tgt),
+            out,
+            judge=judge_section,
+            engine=engine,
+            shards=Sharding(size=shard_size),
+        )
     except ValidationError as err:
         _fail(_validation_message(err))
     except (DataError, ValueError) as err:
         _fail(str(err).splitlines()[0])
-    table = Table(title=f"hala filter: {input}")
-    table.add_column("outcome")
-    table.add_column("rows", justify="right")
-    table.add_row("kept", f"{metrics['rows_kept']:.0f}")
-    for key, value in metrics.items():
-        if key.startswith("rejected_"):
-            table.add_row(f"rejected: {key.removeprefix('rejected_').replace('_', ' ')}", f"{value:.0f}")
-    table.add_row("total", f"{metrics['rows_in']:.0f}")
-    Console().print(table)
-    console.print(f"kept pairs: {out / 'pairs.jsonl'}; rejects with reasons: {out / 'rejects.jsonl'}")
+    _report(f"hala filter: {input}", metrics, out / "pairs.jsonl", out / "rejects.jsonl")
 
 
 @app.command()
 def translate(
     input: str = typer.Argument(..., help="conversations: JSONL/Parquet (instruction/response, ShareGPT or messages) or a hub id"),
     model: str = typer.Option(..., help="translation model: hub id, local folder or tiny:NAME"),
-    out: Path = typer.Option(..., help="folder for corpus.jsonl (translated) and rejects.jsonl (with reasons)"),
+    out: Path = typer.Option(..., help="folder for corpus.jsonl (translated) and rejects.jsonl (with reasons); rerun to resume"),
     src: str = typer.Option("en", help="source language code"),
     tgt: str = typer.Option("ar", help="target language code"),
     prompt: str = typer.Option(None, help="prompt with {text}; default: 'Translate from <source> to <target>: {text}'"),
-    max_new_tokens: int = typer.Option(512, help="longest translation of one turn, in tokens"),
+    max_new_tokens: int = typer.Option(512, help="longest translation of one piece, in tokens"),
     batch_size: int = typer.Option(8, help="prompts per batch on the transformers backend"),
+    shard_size: int = typer.Option(256, help="conversations per shard: the unit of resume after a crash"),
+    system_prompt: str = typer.Option("translate", help="system turns: translate, keep (as they are) or drop"),
     engine: str = typer.Option("auto", help="generation backend: auto, transformers or vllm"),
 ) -> None:
     """Translate every turn of a conversation dataset, as the pipeline's corpus stage does."""
@@ -145,8 +164,8 @@ def translate(
 
     from hala.corpora import DataError
     from hala.models import resolve_model
-    from hala.recipe import Generation
-    from hala.stages.translate_corpus import translate_conversations
+    from hala.recipe import Generation, Languages, Sharding, TranslationJob
+    from hala.translate_datasets import translate_datasets
 
     names = {"en": "English", "ar": "Arabic", "fr": "French", "de": "German", "es": "Spanish"}
     template = prompt or f"Translate from {names.get(src, src)} to {names.get(tgt, tgt)}: {{text}}"
@@ -155,19 +174,20 @@ def translate(
     if engine not in ENGINES:
         _fail(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
     try:
+        job = TranslationJob(
+            generation=Generation(max_new_tokens=max_new_tokens, batch_size=batch_size),
+            shards=Sharding(size=shard_size),
+            system_prompt=system_prompt,
+        )
         dataset = _input_dataset(input)
         model_path = resolve_model(model)
-        generation = Generation(max_new_tokens=max_new_tokens, batch_size=batch_size)
-        metrics = translate_conversations([dataset], model_path, template, generation, engine, out)
+        languages = Languages(source=src, target=tgt, source_name=names.get(src, src), target_name=names.get(tgt, tgt))
+        metrics = translate_datasets([dataset], model_path, template, job, languages, engine, out)
     except ValidationError as err:
         _fail(_validation_message(err))
     except (DataError, ValueError) as err:
         _fail(str(err).splitlines()[0])
-    console.print(
-        f"translated {metrics['turns_translated']:.0f} turns of {metrics['conversations_in']:.0f} conversations: "
-        f"{metrics['conversations_kept']:.0f} kept in {out / 'corpus.jsonl'}, "
-        f"{metrics['conversations_rejected']:.0f} rejected in {out / 'rejects.jsonl'}"
-    )
+    _report(f"hala translate: {input}", metrics, out / "corpus.jsonl", out / "rejects.jsonl")
 
 
 @app.command()

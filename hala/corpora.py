@@ -1,8 +1,16 @@
 """Reading and writing the datasets the stages exchange.
 
 Inputs may be local JSONL/JSON/Parquet files, data bundled with the package (``bundled:``),
-or Hugging Face hub datasets (streamed, so a corpus is never held whole). Rows come in one of
-the common layouts and are normalised to two shapes: parallel pairs and chat conversations.
+or Hugging Face hub datasets (streamed). Rows are read one at a time, so a corpus is never
+held whole, and come in one of the common layouts; they are normalised to two shapes:
+parallel pairs (:class:`PairRow`) and chat conversations (:class:`ConversationRow`).
+
+A row that cannot be used (bad JSON, invalid UTF-8, a missing or empty field, megabytes of
+text, a layout that holds the wrong kind of data) becomes a :class:`BadRow` with its reason,
+which the data stages write to their rejects: one bad row never stops a job. A problem with
+the whole file (missing, or no usable row at its start) is a :class:`DataError` before work
+starts. The strict readers (:func:`read_pairs`, :func:`read_conversations`) serve small
+curated sets (gate and evaluation pairs), where any bad row is an error.
 """
 
 from __future__ import annotations
@@ -12,16 +20,49 @@ import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from hala.recipe import DatasetRef, classify_ref
 
 ROLE_FROM_SHAREGPT = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+ROLES = ("system", "user", "assistant")
+RAW_KEPT_CHARS = 2000  # how much of a bad row its reject keeps (a megabyte row is cut)
+PROBE_ROWS = 100  # rows looked at before work starts to tell a bad file from a few bad rows
 
 
 class DataError(ValueError):
     """A dataset that cannot be read as asked; the message names the dataset and the problem."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that cannot be used, with where it was and why."""
+
+    row: int  # line number in a JSONL file, row number (from 1) elsewhere
+    reason: str
+    raw: str
+
+    def reject(self, dataset: str) -> dict:
+        return {"dataset": dataset, "row": self.row, "reason": f"bad row: {self.reason}", "raw": self.raw}
+
+
+@dataclass(frozen=True)
+class PairRow:
+    row: int
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    row: int
+    messages: list[dict[str, str]]
+
+
+class _Invalid(Exception):
+    """Raised inside the row parsers; becomes a BadRow."""
 
 
 def bundled_path(relative: str) -> Path:
@@ -45,7 +86,46 @@ def check_readable(ds: DatasetRef) -> None:
         raise DataError(f"dataset {ds.path}: file {path} does not exist")
 
 
-def _raw_rows(ds: DatasetRef) -> Iterator[dict]:
+def _clip(text: str) -> str:
+    return text if len(text) <= RAW_KEPT_CHARS else text[:RAW_KEPT_CHARS] + f"... [{len(text)} chars in all]"
+
+
+def _jsonl_rows(path: Path, max_bytes: int) -> Iterator[tuple[int, dict] | BadRow]:
+    # Binary lines, decoded one by one: an invalid byte spoils its row, not the file, and a
+    # megabyte line is measured and skipped in pieces instead of parsed.
+    with path.open("rb") as fh:
+        for lineno in itertools.count(1):
+            line = fh.readline(max_bytes + 1)
+            if not line:
+                return
+            if len(line) > max_bytes and not line.endswith(b"\n"):
+                size, head = len(line), line[:RAW_KEPT_CHARS]
+                while line and not line.endswith(b"\n"):
+                    line = fh.readline(1 << 20)
+                    size += len(line)
+                size -= 1 if line.endswith(b"\n") else 0
+                raw = head.decode("utf-8", errors="replace") + f"... [{size} bytes in all]"
+                yield BadRow(lineno, f"row of {size} bytes is over the limit of {max_bytes}", raw)
+                continue
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield BadRow(lineno, f"invalid UTF-8 at byte {err.start}", _clip(line.decode("utf-8", errors="replace").rstrip("\n")))
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                yield BadRow(lineno, f"not valid JSON ({err.msg})", _clip(text.rstrip("\n")))
+                continue
+            if not isinstance(row, dict):
+                yield BadRow(lineno, f"not a JSON object but {type(row).__name__}", _clip(text.rstrip("\n")))
+                continue
+            yield lineno, row
+
+
+def _raw_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
     path = local_path(ds.path)
     if path is not None:
         if not path.is_file():
@@ -53,30 +133,26 @@ def _raw_rows(ds: DatasetRef) -> Iterator[dict]:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-                yield from batch.to_pylist()
+            try:
+                parquet = pq.ParquetFile(path)
+            except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+                raise DataError(f"dataset {ds.path}: not a readable Parquet file ({err})") from None
+            numbers = itertools.count(1)
+            for batch in parquet.iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    yield next(numbers), row
             return
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"dataset {ds.path}: line {lineno} is not valid JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"dataset {ds.path}: line {lineno} is not a JSON object")
-                yield row
+        yield from _jsonl_rows(path, ds.max_row_bytes)
         return
     if classify_ref(ds.path) == "s3":
         raise DataError(f"dataset {ds.path}: reading datasets from s3:// needs the storage module (not configured)")
     from datasets import load_dataset
 
-    yield from load_dataset(ds.path, ds.subset, split=ds.split, streaming=True)
+    yield from enumerate(load_dataset(ds.path, ds.subset, split=ds.split, streaming=True), 1)
 
 
-def read_rows(ds: DatasetRef) -> Iterator[dict]:
-    """The rows of a dataset, honouring ``skip`` and ``limit``, streamed."""
+def read_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
+    """The rows of a dataset as (row number, row) or BadRow, honouring ``skip`` and ``limit``, streamed."""
     stop = None if ds.limit is None else ds.skip + ds.limit
     yield from itertools.islice(_raw_rows(ds), ds.skip, stop)
 
@@ -93,64 +169,128 @@ def detect_layout(row: dict) -> str:
     return "columns"
 
 
-def _empty(value: object) -> bool:
-    return not isinstance(value, str) or not value.strip()
-
-
-def _text(value: object, what: str, ds: DatasetRef) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"dataset {ds.path}: {what} is missing or empty")
+def _text(value: object, what: str) -> str:
+    if value is None:
+        raise _Invalid(f"{what} is missing")
+    if not isinstance(value, str):
+        raise _Invalid(f"{what} is a {type(value).__name__}, not text")
+    if not value.strip():
+        raise _Invalid(f"{what} is empty")
     return value.strip()
 
 
+def _keys(row: dict) -> str:
+    return ", ".join(sorted(map(str, row))[:8]) or "none"
+
+
+def _pair(row: dict, layout: str, source: str, target: str) -> tuple[str, str]:
+    if layout == "opus":
+        tr = row.get("translation")
+        if not isinstance(tr, dict):
+            raise _Invalid(f"no translation object (keys: {_keys(row)})")
+        return _text(tr.get(source), f"translation.{source}"), _text(tr.get(target), f"translation.{target}")
+    if layout == "columns":
+        if source not in row and target not in row:
+            raise _Invalid(f"no {source}/{target} columns and no translation object (keys: {_keys(row)})")
+        return _text(row.get(source), source), _text(row.get(target), target)
+    raise _Invalid(f"layout {layout!r} holds conversations, not parallel pairs")
+
+
+def _conversation(row: dict, layout: str, ds: DatasetRef) -> list[dict[str, str]]:
+    if layout == "instruction":
+        if "instruction" not in row:
+            raise _Invalid(f"no instruction column (keys: {_keys(row)})")
+        response = row.get("response", row.get("output"))
+        turns = [{"role": "user", "content": _text(row.get("instruction"), "instruction")}]
+        if isinstance(row.get("input"), str) and row["input"].strip():  # Alpaca keeps context apart from the instruction
+            turns[0]["content"] += "\n\n" + row["input"].strip()
+        return [*turns, {"role": "assistant", "content": _text(response, "response")}]
+    if layout == "sharegpt":
+        turns = row.get("conversations")
+        if not isinstance(turns, list) or not turns:
+            raise _Invalid("conversations is missing or empty")
+        messages = []
+        for i, turn in enumerate(turns):
+            if not isinstance(turn, dict):
+                raise _Invalid(f"conversations[{i}] is not an object")
+            role = ROLE_FROM_SHAREGPT.get(str(turn.get("from")))
+            if role is None:
+                raise _Invalid(f"conversations[{i}].from is {turn.get('from')!r}, not one of {', '.join(ROLE_FROM_SHAREGPT)}")
+            messages.append({"role": role, "content": _text(turn.get("value"), f"conversations[{i}].value")})
+        return messages
+    if layout == "messages":
+        turns = row.get("messages")
+        if not isinstance(turns, list) or not turns:
+            raise _Invalid("messages is missing or empty")
+        messages = []
+        for i, m in enumerate(turns):
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                role = m.get("role") if isinstance(m, dict) else None
+                raise _Invalid(f"messages[{i}].role is {role!r}, not one of {', '.join(ROLES)}")
+            messages.append({"role": m["role"], "content": _text(m.get("content"), f"messages[{i}].content")})
+        return messages
+    if layout == "columns" and ds.fields:
+        system = row.get(ds.fields["system"]) if "system" in ds.fields else None
+        turns = [{"role": "system", "content": system.strip()}] if isinstance(system, str) and system.strip() else []
+        turns.append({"role": "user", "content": _text(row.get(ds.fields["user"]), ds.fields["user"])})
+        turns.append({"role": "assistant", "content": _text(row.get(ds.fields["assistant"]), ds.fields["assistant"])})
+        return turns
+    if layout == "opus":
+        raise _Invalid("layout 'opus' holds parallel pairs, not conversations")
+    raise _Invalid(f"no conversation in any known layout (keys: {_keys(row)})")
+
+
+def _parsed(ds: DatasetRef, parse) -> Iterator:
+    for item in read_rows(ds):
+        if isinstance(item, BadRow):
+            yield item
+            continue
+        number, row = item
+        try:
+            yield parse(number, row, ds.layout if ds.layout != "auto" else detect_layout(row))
+        except _Invalid as err:
+            yield BadRow(number, str(err), _clip(json.dumps(row, ensure_ascii=False)))
+
+
+def _probed(ds: DatasetRef, rows: Iterator, kind: str) -> Iterator:
+    """``rows`` unchanged, after checking that the file's first rows hold ``kind`` at all.
+
+    A file whose first PROBE_ROWS rows are all bad is the wrong file or the wrong layout, not
+    a file with some bad rows: the job stops before any work, naming the first problem.
+    """
+    head = list(itertools.islice(rows, PROBE_ROWS))
+    if head and all(isinstance(r, BadRow) for r in head):
+        first = head[0]
+        layout = f" (layout {ds.layout})" if ds.layout != "auto" else ""
+        raise DataError(f"dataset {ds.path}: no {kind} in its first {len(head)} rows{layout}; row {first.row}: {first.reason}")
+    return itertools.chain(head, rows)
+
+
+def iter_pairs(ds: DatasetRef, source: str, target: str) -> Iterator[PairRow | BadRow]:
+    """Parallel pairs from OPUS-layout or two-column rows, bad rows as BadRow, streamed."""
+    return _probed(ds, _parsed(ds, lambda n, row, layout: PairRow(n, *_pair(row, layout, source, target))), "parallel pairs")
+
+
+def iter_conversations(ds: DatasetRef) -> Iterator[ConversationRow | BadRow]:
+    """Chat conversations as OpenAI-style message lists, bad rows as BadRow, streamed."""
+    return _probed(ds, _parsed(ds, lambda n, row, layout: ConversationRow(n, _conversation(row, layout, ds))), "conversations")
+
+
+def _strict(ds: DatasetRef, items: Iterable) -> Iterator:
+    for item in items:
+        if isinstance(item, BadRow):
+            raise DataError(f"dataset {ds.path}: row {item.row}: {item.reason}")
+        yield item
+
+
 def read_pairs(ds: DatasetRef, source: str, target: str) -> list[tuple[str, str]]:
-    """Parallel pairs (source text, target text) from OPUS-layout or two-column rows."""
-    pairs = []
-    for row in read_rows(ds):
-        layout = ds.layout if ds.layout != "auto" else detect_layout(row)
-        if layout == "opus":
-            tr = row["translation"]
-            pairs.append((_text(tr.get(source), f"translation.{source}", ds), _text(tr.get(target), f"translation.{target}", ds)))
-        elif layout == "columns":
-            pairs.append((_text(row.get(source), source, ds), _text(row.get(target), target, ds)))
-        else:
-            raise DataError(f"dataset {ds.path}: layout {layout!r} holds no parallel pairs (expected opus or columns)")
-    return pairs
+    """All pairs of a small curated set (gate, evaluation); any bad row is an error."""
+    return [(p.source, p.target) for p in _strict(ds, iter_pairs(ds, source, target))]
 
 
 def read_conversations(ds: DatasetRef) -> list[list[dict[str, str]]]:
-    """Chat conversations as OpenAI-style message lists from any supported chat layout."""
-    conversations = []
-    for row in read_rows(ds):
-        layout = ds.layout if ds.layout != "auto" else detect_layout(row)
-        if layout == "instruction":
-            response = row.get("response", row.get("output"))
-            conversations.append(
-                [
-                    {"role": "user", "content": _text(row.get("instruction"), "instruction", ds)},
-                    {"role": "assistant", "content": _text(response, "response", ds)},
-                ]
-            )
-        elif layout == "sharegpt":
-            turns = []
-            for turn in row["conversations"]:
-                role = ROLE_FROM_SHAREGPT.get(str(turn.get("from")))
-                if role is None:
-                    raise DataError(f"dataset {ds.path}: unknown ShareGPT speaker {turn.get('from')!r}")
-                turns.append({"role": role, "content": _text(turn.get("value"), "conversations[].value", ds)})
-            conversations.append(turns)
-        elif layout == "columns" and ds.fields:
-            turns = [] if _empty(row.get(ds.fields.get("system"))) else [{"role": "system", "content": row[ds.fields["system"]].strip()}]
-            turns.append({"role": "user", "content": _text(row.get(ds.fields["user"]), ds.fields["user"], ds)})
-            turns.append({"role": "assistant", "content": _text(row.get(ds.fields["assistant"]), ds.fields["assistant"], ds)})
-            conversations.append(turns)
-        elif layout == "messages":
-            conversations.append(
-                [{"role": str(m["role"]), "content": _text(m.get("content"), "messages[].content", ds)} for m in row["messages"]]
-            )
-        else:
-            raise DataError(f"dataset {ds.path}: layout {layout!r} holds no conversations")
-    return conversations
+    """All conversations of a small curated set; any bad row is an error."""
+    return [c.messages for c in _strict(ds, iter_conversations(ds))]
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
@@ -162,13 +302,22 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
+        fh.flush()
+        os.fsync(fh.fileno())  # the rename below must never publish a file whose bytes are not on disk
     tmp.replace(path)
     return n
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def iter_jsonl(path: Path) -> Iterator[dict]:
+    """The rows of a JSONL file this project wrote, streamed."""
     with Path(path).open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return list(iter_jsonl(path))
 
 
 def file_hash(path: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from hala.progress import progress_bar
@@ -21,12 +22,27 @@ Conversation = list[dict[str, str]]
 ENGINES = ("auto", "transformers", "vllm")
 
 
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens: int  # generated tokens, for throughput figures
+    truncated: bool  # stopped by max_new_tokens, not by the model: the text is probably cut
+
+
 class GenerationEngine(Protocol):
     name: str
 
-    def chat(self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating") -> list[str]:
+    def complete(
+        self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating"
+    ) -> list[Completion]:
         """Complete every conversation with one assistant turn; results keep the input order."""
         ...
+
+    def chat(self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating") -> list[str]:
+        """The texts of :meth:`complete`."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
 
@@ -65,7 +81,15 @@ class TransformersEngine:
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if self.device == "cpu" else "auto")
         self.model.to(self.device).eval()
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def chat(self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating") -> list[str]:
+        return [c.text for c in self.complete(conversations, generation, desc)]
+
+    def complete(
+        self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating"
+    ) -> list[Completion]:
         import torch
 
         prompts = [
@@ -73,9 +97,10 @@ class TransformersEngine:
         ]
         # Sorting by length keeps padding (wasted compute) small within each batch.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        results: list[str] = [""] * len(prompts)
+        results: list[Completion] = [Completion("", 0, False)] * len(prompts)
         sampling = generation.temperature > 0
-        with progress_bar(desc, total=len(prompts)) as bar:
+        eos = self.tokenizer.eos_token_id
+        with progress_bar(desc, total=len(prompts), leave=False) as bar:
             for start in range(0, len(order), generation.batch_size):
                 idx = order[start : start + generation.batch_size]
                 batch = self.tokenizer(
@@ -93,8 +118,11 @@ class TransformersEngine:
                         eos_token_id=self.tokenizer.eos_token_id,
                     )
                 new_tokens = out[:, batch["input_ids"].shape[1] :]
-                for i, text in zip(idx, self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
-                    results[i] = text.strip()
+                texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for row, i, text in zip(new_tokens.tolist(), idx, texts, strict=True):
+                    # A finished row ends with EOS (then padding); a row that fills max_new_tokens without EOS was cut.
+                    produced = row.index(eos) + 1 if eos in row else len(row)
+                    results[i] = Completion(text.strip(), produced, eos not in row and len(row) >= generation.max_new_tokens)
                 bar.update(len(idx))
         return results
 
@@ -114,13 +142,24 @@ class VLLMEngine:
         # architecture supports it, and some releases refuse it for LFM2's hybrid conv layers.
         self.llm = LLM(model=model_path, tensor_parallel_size=generation.tensor_parallel_size)
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.get_tokenizer().encode(text, add_special_tokens=False))
+
     def chat(self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating") -> list[str]:
+        return [c.text for c in self.complete(conversations, generation, desc)]
+
+    def complete(
+        self, conversations: Sequence[Conversation], generation: Generation, desc: str = "generating"
+    ) -> list[Completion]:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=generation.temperature, max_tokens=generation.max_new_tokens)
         log.info("%s: %d conversations on vLLM", desc, len(conversations))
         outputs = self.llm.chat(list(conversations), params, use_tqdm=True)
-        return [o.outputs[0].text.strip() for o in outputs]
+        return [
+            Completion(o.outputs[0].text.strip(), len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length")
+            for o in outputs
+        ]
 
     def close(self) -> None:
         # A stage may start several engines in turn (original then FP8 teacher); each claims most

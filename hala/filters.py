@@ -16,11 +16,17 @@ from pathlib import Path
 
 from hala.recipe import Filters
 
-# Things a translation must carry over unchanged: fenced and inline code, URLs, format
-# placeholders ({name}, {0}, %s, %d) and markup tags.
-_PROTECTED = re.compile(
-    r"```.*?```|`[^`\n]+`|https?://\S*[^\s.,;:!?)\]}'\"]|\{[A-Za-z0-9_]*\}|%[sd]|</?[A-Za-z][A-Za-z0-9]*>", re.DOTALL
+# Things a translation must carry over unchanged: inline code, URLs, inline math ($x$, \(x\)),
+# format placeholders ({name}, {0}, %s, %(name)s) and markup tags. A "$" opens math only when
+# a non-space follows and closes it only after a non-space, so prices ("$5 and $10") are prose.
+PROTECTED_INLINE = re.compile(
+    r"`[^`\n]+`"
+    r"|https?://\S*[^\s.,;:!?)\]}'\"]"
+    r"|\$(?=[^\s$])[^$\n]*?(?<=[^\s$])\$(?!\d)|\\\(.+?\\\)"
+    r"|\{\{?[A-Za-z0-9_]*\}\}?|%(?:\([A-Za-z_]+\))?[sdif]"
+    r"|</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>\n]*)?/?>"
 )
+_PROTECTED = re.compile(r"```.*?```|~~~.*?~~~|" + PROTECTED_INLINE.pattern, re.DOTALL)
 _ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF]")
 _LATIN_LETTER = re.compile(r"[A-Za-z]")
 _WORD = re.compile(r"\w+")
@@ -62,6 +68,27 @@ def identify_language(text: str) -> tuple[str, float]:
     return lang, float(prob)
 
 
+def source_problem(text: str, settings: Filters, source_lang: str) -> str | None:
+    """Why a text should not be translated at all (bidi controls, another language), or None."""
+    if _BIDI_CONTROLS.search(text):
+        return "bidi control characters in source"
+    text_prose = prose(text)
+    if len(text_prose) >= settings.langid_min_chars:
+        found, prob = identify_language(text_prose)
+        if found != source_lang and prob >= settings.langid_min_confidence:
+            return f"source language is {found}, not {source_lang}"
+    return None
+
+
+_QUESTION_MARKS = ("?", "\u061f", "\uff1f")  # Latin, Arabic and full-width question marks
+
+
+def answered_instead(source: str, translation: str) -> bool:
+    """True when the source ends in a question and the translation asks none: a model that answers
+    a question it was given to translate produces exactly this (length checks miss short answers)."""
+    return prose(source).rstrip().endswith(_QUESTION_MARKS) and not any(q in translation for q in _QUESTION_MARKS)
+
+
 def check_pair(pair: Pair, settings: Filters, source_lang: str, target_lang: str) -> str | None:
     """The reason to reject ``pair``, or None to keep it. Checks run cheapest first."""
     src, tgt = pair.source.strip(), pair.target.strip()
@@ -82,6 +109,8 @@ def check_pair(pair: Pair, settings: Filters, source_lang: str, target_lang: str
     src_prose, tgt_prose = prose(src), prose(tgt)
     if target_lang == "ar" and len(_LATIN_LETTER.findall(tgt_prose)) > 0.5 * len(_ARABIC_LETTER.findall(tgt_prose)):
         return "mixed scripts: target mostly Latin"
+    if answered_instead(src, tgt):
+        return "answered instead of translated: the source asks a question, the target does not"
     ratio = len(tgt) / len(src)
     if not settings.min_length_ratio <= ratio <= settings.max_length_ratio:
         return f"length ratio {ratio:.2f} outside [{settings.min_length_ratio}, {settings.max_length_ratio}]"
@@ -100,22 +129,36 @@ def check_pair(pair: Pair, settings: Filters, source_lang: str, target_lang: str
 
 
 class Deduplicator:
-    """Exact duplicates by normalised text, near-duplicates by MinHash LSH over word shingles."""
+    """Exact duplicates by normalised text, near-duplicates by MinHash (datasketch) with LSH banding.
+
+    datasketch's MinHashLSH index keeps, for every key, its band hashes and a bucket set per
+    band, about 2 KB per pair: 2 GB at a million pairs. Deduplication only asks "has any
+    earlier pair shared a band?", so one set of band fingerprints (a few ints per pair) does
+    the same job in a tenth of the memory. The band layout is datasketch's own optimum for
+    the threshold.
+    """
 
     def __init__(self, settings: Filters):
-        from datasketch import MinHashLSH
+        from datasketch import MinHash
+        from datasketch.lsh import _optimal_param
 
         self.settings = settings
         self.seen: set[int] = set()
-        self.lsh = MinHashLSH(threshold=settings.near_duplicate_threshold, num_perm=settings.minhash_permutations)
-        self.count = 0
+        self.bands: set[int] = set()
+        perms = settings.minhash_permutations
+        self.band_count, self.rows_per_band = _optimal_param(settings.near_duplicate_threshold, perms, 0.5, 0.5)
+        # Computing the permutations is most of MinHash's set-up cost; they are the same for every pair.
+        template = MinHash(num_perm=perms, seed=1)
+        self.permutations, self.scheme = template.permutations, template.scheme
 
     def _minhash(self, text: str):
         from datasketch import MinHash
 
         words = _WORD.findall(text)
         shingles = {" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
-        mh = MinHash(num_perm=self.settings.minhash_permutations, seed=1)
+        mh = MinHash(
+            num_perm=self.settings.minhash_permutations, seed=1, permutations=self.permutations, scheme=self.scheme
+        )
         mh.update_batch([s.encode() for s in shingles])
         return mh
 
@@ -126,28 +169,38 @@ class Deduplicator:
         self.seen.add(key)
         if not self.settings.near_duplicates:
             return None
-        mh = self._minhash(normalise(pair.source) + " ||| " + normalise(pair.target))
-        if self.lsh.query(mh):
+        values = self._minhash(normalise(pair.source) + " ||| " + normalise(pair.target)).hashvalues
+        r = self.rows_per_band
+        fingerprints = [hash((b, values[b * r : (b + 1) * r].tobytes())) for b in range(self.band_count)]
+        if any(f in self.bands for f in fingerprints):
             return "near duplicate"
-        self.lsh.insert(str(self.count), mh)
-        self.count += 1
+        self.bands.update(fingerprints)
         return None
+
+
+class PairFilter:
+    """The heuristic checks and the duplicate check, in that order, for a stream of pairs."""
+
+    def __init__(self, settings: Filters, source_lang: str, target_lang: str):
+        self.settings, self.source_lang, self.target_lang = settings, source_lang, target_lang
+        self.dedup = Deduplicator(settings)
+
+    def __call__(self, pair: Pair) -> str | None:
+        """The reason to reject ``pair``, or None; a kept pair is remembered for the duplicate check."""
+        return check_pair(pair, self.settings, self.source_lang, self.target_lang) or self.dedup.check(pair)
 
 
 def filter_pairs(
     pairs: Iterable[Pair], settings: Filters, source_lang: str, target_lang: str
 ) -> Iterator[tuple[Pair, str | None]]:
     """Each pair with its reject reason (None: kept), in input order, streamed."""
-    dedup = Deduplicator(settings)
+    check = PairFilter(settings, source_lang, target_lang)
     for pair in pairs:
-        reason = check_pair(pair, settings, source_lang, target_lang)
-        if reason is None:
-            reason = dedup.check(pair)
-        yield pair, reason
+        yield pair, check(pair)
 
 
 def reason_key(reason: str) -> str:
     """A metric-name-safe family of a reason ("length ratio 3.10 outside ..." -> "length_ratio")."""
-    family = re.split(r"[:0-9]", reason, maxsplit=1)[0].strip()
+    family = re.split(r"[:0-9]", re.sub(r"\(.*?\)", "", reason), maxsplit=1)[0].strip()
     family = re.sub(r"\b(is|outside|not)\b.*$", "", family).strip()
     return re.sub(r"[^a-z]+", "_", family.lower()).strip("_")

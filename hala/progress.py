@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 
 @contextmanager
-def progress_bar(desc: str, total: int) -> Iterator[tqdm]:
-    """A bar with count, rate and ETA; call ``.update(n)`` as work completes."""
-    with tqdm(total=total, desc=desc, unit="item", mininterval=2.0, dynamic_ncols=True) as bar:
+def progress_bar(desc: str, total: int | None, unit: str = "item", leave: bool = True) -> Iterator[tqdm]:
+    """A bar with count, rate and ETA (when ``total`` is known); call ``.update(n)`` as work completes."""
+    with tqdm(total=total, desc=desc, unit=unit, mininterval=2.0, dynamic_ncols=True, leave=leave) as bar:
         yield bar

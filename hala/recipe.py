@@ -63,6 +63,9 @@ class DatasetRef(Section):
     subset: str | None = Field(None, description="hub dataset configuration, e.g. 'ar-en' for opus-100")
     skip: int = Field(0, ge=0, description="rows to skip from the start")
     limit: int | None = Field(None, gt=0, description="at most this many rows after skip")
+    max_row_bytes: int = Field(
+        1_000_000, gt=0, description="a JSONL row longer than this is rejected unread (megabyte rows are junk or attacks)"
+    )
     fields: dict[Literal["system", "user", "assistant"], str] = Field(
         default_factory=dict,
         description="for layout 'columns' holding conversations: which column is the system prompt, user turn, assistant turn",
@@ -118,12 +121,40 @@ class Teacher(Section):
     _ref = field_validator("model")(_check_ref)
 
 
-class Bootstrap(Section):
-    """Stage 2: the FP8 teacher turns English instruction pairs into bilingual tuples."""
+class Sharding(Section):
+    """How a data stage cuts its work: the unit of progress, of resume after a crash, and of fan-out."""
+
+    size: int = Field(256, gt=0, description="rows per shard")
+    workers: int = Field(1, gt=0, description="parallel workers (pipeline tasks) that share the shards")
+    cache: str | None = Field(
+        None,
+        description="folder that keeps finished shards across runs (a shared volume on a cluster); "
+        "default: inside the stage's output",
+    )
+
+
+class TranslationJob(Section):
+    """What the translation stages share: generation, sharding and the faithfulness policy."""
+
+    generation: Generation = Generation()
+    shards: Sharding = Sharding()
+    system_prompt: Literal["translate", "keep", "drop"] = Field(
+        "translate", description="system turns: translate them like the others, keep them as they are, or drop them"
+    )
+    max_source_tokens: int | None = Field(
+        None, gt=0, description="longest piece sent to the model at once; default: two thirds of max_new_tokens"
+    )
+
+    @property
+    def source_budget(self) -> int:
+        return self.max_source_tokens or max(8, self.generation.max_new_tokens * 2 // 3)
+
+
+class Bootstrap(TranslationJob):
+    """Stage 2: the FP8 teacher turns English instruction data into bilingual conversations."""
 
     dataset: DatasetRef
     prompt: str = "Translate from English to Arabic: {text}"
-    generation: Generation = Generation()
 
     @field_validator("prompt")
     @classmethod
@@ -174,6 +205,7 @@ class Judge(Section):
         "Answer ACCEPT or REJECT.\nEnglish: {source}\nArabic: {target}"
     )
     generation: Generation = Generation(max_new_tokens=8)
+    shards: Sharding = Sharding()
 
     _ref = field_validator("model")(_check_ref)
 
@@ -202,11 +234,10 @@ class Translator(Section):
     _ref = field_validator("base")(_check_ref)
 
 
-class Corpus(Section):
-    """Stage 5: the translator turns English instruction sets into an Arabic corpus."""
+class Corpus(TranslationJob):
+    """Stage 5: the translator turns English instruction sets into an Arabic corpus (prompt: bootstrap.prompt)."""
 
     datasets: list[DatasetRef] = Field(min_length=1)
-    generation: Generation = Generation()
 
     @model_validator(mode="after")
     def _conversational(self) -> Corpus:

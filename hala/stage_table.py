@@ -8,11 +8,13 @@ from rich.table import Table
 # The few numbers per stage a person looks at first; everything else is in MLflow.
 KEY_METRICS = {
     "quantize_teacher": ["chrf_original", "chrf_fp8", "chrf_drop"],
-    "bootstrap_bilingual": ["rows_in", "rows_kept", "rows_rejected"],
+    "bootstrap_bilingual": ["rows_in", "rows_kept", "rows_rejected", "tokens_per_s"],
+    "screen_pairs": ["screen_rows_in", "screen_survivors", "screen_pairs_per_s"],
+    "judge_pairs": ["judged", "shards", "judge_tokens_per_s"],
     "filter_parallel": ["rows_in", "rows_kept", "rows_rejected"],
     "train_translator": ["train_examples", "train_loss"],
     "evaluate_translator": ["chrf_before", "chrf_after", "bleu_after"],
-    "translate_corpus": ["conversations_in", "conversations_kept"],
+    "translate_corpus": ["rows_in", "rows_kept", "rows_rejected", "tokens_per_s"],
     "train_student": ["train_examples", "train_loss"],
     "evaluate_student": ["base_average", "sft_average", "merged_average"],
 }

@@ -8,17 +8,17 @@ pipeline runs on a Kubeflow cluster and locally through ``kfp.local`` (``hala ru
 
 from kfp import dsl
 
-from components.bootstrap_bilingual import bootstrap_bilingual
+from components.bootstrap_bilingual import bootstrap_bilingual, collect_bilingual
 from components.evaluate_student import evaluate_student
 from components.evaluate_translator import evaluate_translator
-from components.filter_parallel import filter_parallel
+from components.filter_parallel import collect_pairs, judge_pairs, screen_pairs
 from components.merge_student import merge_student
 from components.quantize_teacher import quantize_teacher
 from components.register_models import register_models
 from components.tracking import open_run
 from components.train_student import train_student
 from components.train_translator import train_translator
-from components.translate_corpus import translate_corpus
+from components.translate_corpus import collect_corpus, translate_corpus
 from hala.recipe import Recipe
 
 
@@ -40,20 +40,37 @@ def build_pipeline(recipe: Recipe):
         # Every stage gets the recipe, the MLflow store and the parent run to nest under.
         common = {"recipe_json": recipe_json, "tracking_uri": tracking_uri, "mlflow_run": opened.outputs["mlflow_run"]}
         teacher = quantize_teacher(**common).set_display_name("1. quantize teacher (FP8)")
-        boot = bootstrap_bilingual(
-            fp8_teacher=teacher.outputs["fp8_teacher"], **common
-        ).set_display_name("2. bootstrap bilingual data")
-        judged = filter_parallel(**common).set_display_name("3. filter parallel corpus")
-        judged.after(teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
+        # The generation stages fan out over workers (each takes every n-th shard, one GPU pod
+        # each on a cluster) and one task joins their parts, checking every shard is there once.
+        with dsl.ParallelFor(list(range(recipe.bootstrap.shards.workers)), name="bootstrap-workers") as worker:
+            boot_part = bootstrap_bilingual(
+                fp8_teacher=teacher.outputs["fp8_teacher"], worker=worker, **common
+            ).set_display_name("2. bootstrap bilingual data (worker)")
+        boot = collect_bilingual(parts=dsl.Collected(boot_part.outputs["part"]), **common).set_display_name(
+            "2. collect bilingual data"
+        )
+        screened = screen_pairs(**common).set_display_name("3. filter: heuristic checks")
+        with dsl.ParallelFor(list(range(recipe.judge.shards.workers)), name="judge-workers") as worker:
+            judge_part = judge_pairs(
+                screened=screened.outputs["screened"], worker=worker, **common
+            ).set_display_name("3. filter: LLM judge (worker)")
+            judge_part.after(teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
+        judged = collect_pairs(
+            screened=screened.outputs["screened"], parts=dsl.Collected(judge_part.outputs["part"]), **common
+        ).set_display_name("3. filter: collect pairs")
         translator = train_translator(
             bilingual=boot.outputs["bilingual"], pairs=judged.outputs["pairs"], **common
         ).set_display_name("4. train translator")
         translator_eval = evaluate_translator(
             translator=translator.outputs["translator"], **common
         ).set_display_name("8a. evaluate translator")
-        corpus = translate_corpus(
-            translator=translator.outputs["translator"], **common
-        ).set_display_name("5. translate corpus")
+        with dsl.ParallelFor(list(range(recipe.corpus.shards.workers)), name="corpus-workers") as worker:
+            part = translate_corpus(
+                translator=translator.outputs["translator"], worker=worker, **common
+            ).set_display_name("5. translate corpus (worker)")
+        corpus = collect_corpus(parts=dsl.Collected(part.outputs["part"]), **common).set_display_name(
+            "5. collect corpus"
+        )
         with dsl.ParallelFor(students, name="students", parallelism=recipe.students.parallelism) as student:
             trained = train_student(
                 student=student, corpus=corpus.outputs["corpus"], **common
@@ -62,7 +79,7 @@ def build_pipeline(recipe: Recipe):
                 student=student, checkpoint=trained.outputs["checkpoint"], **common
             ).set_display_name("7. slerp merge")
             evaluated = evaluate_student(
-                    student=student,
+                student=student,
                 checkpoint=trained.outputs["checkpoint"],
                 merged=merged.outputs["merged"],
                 **common,

@@ -7,10 +7,14 @@ STAGES = {
     "open-run",
     "quantize-teacher",
     "bootstrap-bilingual",
-    "filter-parallel",
+    "collect-bilingual",
+    "screen-pairs",
+    "judge-pairs",
+    "collect-pairs",
     "train-translator",
     "evaluate-translator",
     "translate-corpus",
+    "collect-corpus",
     "train-student",
     "merge-student",
     "evaluate-student",
@@ -42,15 +46,17 @@ def test_real_recipes_compile_with_every_stage(tmp_path):
         assert default == recipe.to_json()
 
 
-def test_students_fan_out_with_parallelfor(tmp_path):
+def test_students_and_corpus_workers_fan_out_with_parallelfor(tmp_path):
     spec = _compile("hala-nano", tmp_path)
-    loops = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
-    assert len(loops) == 1
-    items = loops[0]["parameterIterator"]["items"]["raw"]
-    assert items == '["hala-350m", "hala-700m", "hala-1-2b"]'
+    loops = {t["parameterIterator"]["items"]["raw"]: t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t}
+    assert set(loops) == {'["hala-350m", "hala-700m", "hala-1-2b"]', "[0, 1, 2, 3, 4, 5, 6, 7]", "[0, 1, 2, 3]", "[0]"}
     register = spec["root"]["dag"]["tasks"]["register-models"]
     collected = register["inputs"]["artifacts"]["merged"]["taskOutputArtifact"]
-    assert collected["producerTask"] == loops[0]["componentRef"]["name"].removeprefix("comp-")
+    assert collected["producerTask"] == loops['["hala-350m", "hala-700m", "hala-1-2b"]']["componentRef"]["name"].removeprefix("comp-")
+    # The corpus is joined from the workers' parts by one task, which the students wait for.
+    join = spec["root"]["dag"]["tasks"]["collect-corpus"]
+    parts = join["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]
+    assert parts["producerTask"] == loops["[0, 1, 2, 3, 4, 5, 6, 7]"]["componentRef"]["name"].removeprefix("comp-")
 
 
 def test_each_stage_runs_in_its_family_image(tmp_path):

@@ -2,7 +2,18 @@ import json
 
 import pytest
 
-from hala.corpora import DataError, detect_layout, file_hash, read_conversations, read_pairs, write_jsonl
+from hala.corpora import (
+    BadRow,
+    DataError,
+    PairRow,
+    detect_layout,
+    file_hash,
+    iter_conversations,
+    iter_pairs,
+    read_conversations,
+    read_pairs,
+    write_jsonl,
+)
 from hala.recipe import DatasetRef
 
 
@@ -41,13 +52,14 @@ def test_conversations_from_every_chat_layout(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"en": "a", "ar": "b"}\n{not json}\n', "line 2 is not valid JSON"),
-        ('["a list"]\n', "line 1 is not a JSON object"),
-        ('{"en": "a", "ar": "  "}\n', "ar is missing or empty"),
-        ('{"translation": {"en": "a"}}\n', "translation.ar is missing or empty"),
+        ('{"en": "a", "ar": "b"}\n{not json}\n', "row 2: not valid JSON"),
+        ('["a list"]\n', "no parallel pairs in its first 1 rows; row 1: not a JSON object but list"),
+        ('{"en": "a", "ar": "b"}\n{"en": "a", "ar": "  "}\n', "row 2: ar is empty"),
+        ('{"en": "a", "ar": "b"}\n{"translation": {"en": "a"}}\n', "row 2: translation.ar is missing"),
+        ('{"en": "a", "ar": "b"}\n{"en": "a", "ar": 3}\n', "row 2: ar is a int, not text"),
     ],
 )
-def test_bad_rows_fail_with_one_line(tmp_path, content, message):
+def test_strict_readers_fail_on_any_bad_row_with_one_line(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=message):
@@ -58,8 +70,52 @@ def test_missing_file_and_wrong_layout(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_pairs(DatasetRef(path=str(tmp_path / "none.jsonl")), "en", "ar")
     convs = _write(tmp_path, [{"messages": [{"role": "user", "content": "x"}]}])
-    with pytest.raises(DataError, match="layout 'messages' holds no parallel pairs"):
+    with pytest.raises(DataError, match="row 1: layout 'messages' holds conversations, not parallel pairs"):
         read_pairs(DatasetRef(path=convs), "en", "ar")
+    pairs = _write(tmp_path, [{"en": "a", "ar": "b"}], "p.jsonl")
+    with pytest.raises(DataError, match="no conversations in its first 1 rows \\(layout opus\\)"):
+        list(iter_conversations(DatasetRef(path=pairs, layout="opus")))
+
+
+def test_streaming_readers_turn_each_bad_row_into_a_reject_and_go_on(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    big = json.dumps({"en": "x" * 5000, "ar": "y"})
+    path.write_bytes(
+        b'{"en": "One.", "ar": "\xd9\x88\xd8\xa7\xd8\xad\xd8\xaf."}\n'
+        b"\n"  # blank lines are not rows
+        b"{oops\n"
+        b'{"en": "Two \xff.", "ar": "x"}\n'
+        + big.encode() + b"\n"
+        b'{"en": "Three.", "ar": ""}\n'
+        b'{"title": "no pair here"}\n'
+        b'{"en": "Four.", "ar": "\xd8\xa3\xd8\xb1\xd8\xa8\xd8\xb9\xd8\xa9."}'  # no final newline
+    )
+    items = list(iter_pairs(DatasetRef(path=str(path), max_row_bytes=1000), "en", "ar"))
+    assert [(i.row, i.source, i.target) for i in items if isinstance(i, PairRow)] == [(1, "One.", "واحد."), (8, "Four.", "أربعة.")]
+    bad = [(i.row, i.reason) for i in items if isinstance(i, BadRow)]
+    assert bad == [
+        (3, "not valid JSON (Expecting property name enclosed in double quotes)"),
+        (4, "invalid UTF-8 at byte 12"),
+        (5, f"row of {len(big)} bytes is over the limit of 1000"),
+        (6, "ar is empty"),
+        (7, "no en/ar columns and no translation object (keys: title)"),
+    ]
+    megabyte = next(i for i in items if isinstance(i, BadRow) and i.row == 5)
+    assert len(megabyte.raw) < 2100 and megabyte.raw.endswith(f"[{len(big)} bytes in all]")
+    assert megabyte.reject("d")["reason"] == f"bad row: row of {len(big)} bytes is over the limit of 1000"
+
+
+def test_parquet_rows_stream_in_batches(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"en": [f"Sentence {i}." for i in range(3000)], "ar": [f"جملة {i}." for i in range(3000)]})
+    pq.write_table(table, tmp_path / "p.parquet", row_group_size=1000)
+    items = list(iter_pairs(DatasetRef(path=str(tmp_path / "p.parquet"), skip=1500, limit=1000), "en", "ar"))
+    assert len(items) == 1000 and items[0].row == 1501 and items[-1].source == "Sentence 2499."
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="broken.parquet: not a readable Parquet file"):
+        list(iter_pairs(DatasetRef(path=str(tmp_path / "broken.parquet")), "en", "ar"))
 
 
 def test_write_jsonl_is_atomic_and_counts(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from hala.filters import Pair, check_pair, filter_pairs, protected_spans, reason_key
+from hala.filters import Pair, check_pair, filter_pairs, protected_spans, reason_key, source_problem
 from hala.recipe import Filters
 
 S = Filters()
@@ -25,6 +25,10 @@ S = Filters()
         ("Das Wetter ist heute sehr schön und warm.", "الطقس جميل جدًا ودافئ اليوم.", "source language is de, not en"),
         ("The weather is nice\u202e today.", "الطقس جميل اليوم.", "bidi control characters"),
         ("x" * 5000, "س" * 5000, "too long: 5000 chars > 4000"),
+        ("Where is the station?", "المحطة بعيدة جدا عن هنا.", "answered instead of translated: the source asks a question, the target does not"),
+        ("Where is the station?", "أين المحطة؟", None),
+        ("Solve $x + 1 = 2$ now.", "حل $x + 1 = 2$ الآن.", None),
+        ("Solve $x + 1 = 2$ now.", "حل المعادلة الآن.", "lost code or placeholder: $x + 1 = 2$"),
     ],
 )
 def test_each_reason(source, target, reason):
@@ -58,7 +62,18 @@ def test_duplicates_exact_and_near_and_conservation():
         ("source language is de, not en", "source_language"),
         ("too long: 5000 chars > 4000", "too_long"),
         ("judge: REJECT", "judge"),
+        ("bad row: not valid JSON (Expecting value)", "bad_row"),
+        ("translation cut at max_new_tokens (turn 1)", "translation_cut_at_max_new_tokens"),
+        ("lost protected span: {x} (turn 0)", "lost_protected_span"),
+        ("answered instead of translated (turn 0)", "answered_instead_of_translated"),
     ],
 )
 def test_reason_keys(reason, key):
     assert reason_key(reason) == key
+
+
+def test_source_problems_stop_a_text_before_translation():
+    assert source_problem("Hello\u2066 there", S, "en") == "bidi control characters in source"
+    assert source_problem("Der Hund schläft heute im warmen Garten.", S, "en") == "source language is de, not en"
+    assert source_problem("The dog sleeps in the warm garden today.", S, "en") is None
+    assert source_problem("Hi", S, "en") is None  # too short to judge its language

@@ -134,15 +134,16 @@ def test_batched_generation_keeps_order_and_matches_one_at_a_time(tiny):
 
 def test_tiny_judge_verdicts_are_parsed_and_reject_untranslated_copies(tiny):
     from hala.corpora import read_jsonl
-    from hala.filters import Pair
+    from hala.engines import load_engine
     from hala.recipe import DatasetRef, Judge
-    from hala.stages.filter_parallel import _judge
+    from hala.stages.filter_parallel import _judge_shard
 
     rows = [r["translation"] for r in read_jsonl(Path(__file__).resolve().parents[1] / "hala/data/smoke/parallel_en_ar.jsonl")][:10]
     judge = Judge(model="tiny:judge", dataset=DatasetRef(path="bundled:smoke/parallel_en_ar.jsonl"))
-    true_pairs = [Pair(r["en"], r["ar"]) for r in rows]
-    copies = [Pair(r["en"], r["en"]) for r in rows]
-    reasons, answers = _judge(true_pairs + copies, judge, "transformers")
-    assert len(reasons) == len(answers) == 20
-    assert sum(r is None for r in reasons[:10]) >= 8  # true pairs accepted
-    assert sum(r == "judge: REJECT" for r in reasons[10:]) >= 8  # copies rejected
+    shard = [{"source": r["en"], "target": t, "out": {"i": i}} for i, (r, t) in enumerate([(r, r["ar"]) for r in rows] + [(r, r["en"]) for r in rows])]
+    engine = load_engine(tiny("judge"), "transformers", judge.generation)
+    kept, rejected, tokens = _judge_shard(shard, judge, engine)
+    assert len(kept) + len(rejected) == 20 and tokens > 0
+    assert sum(r["i"] < 10 for r in kept) >= 8  # true pairs accepted
+    assert sum(r["reason"] == "judge: REJECT" and r["i"] >= 10 for r in rejected) >= 8  # copies rejected
+    assert all("judge_answer" in r for r in rejected)

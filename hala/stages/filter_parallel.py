@@ -1,24 +1,43 @@
 """Stage 3: filter a parallel corpus: heuristic checks first, then an LLM judge (ACCEPT/REJECT).
 
-Every candidate ends in exactly one of two files: ``pairs.jsonl`` (kept) or ``rejects.jsonl``
-with its reason (a heuristic's, "judge: REJECT", or "judge: unparseable answer"). The same
-function serves the pipeline stage and ``hala filter``.
+Three steps, so that the expensive one can fan out:
+1. :func:`screen_pairs` streams the corpus once through the heuristics and the duplicate
+   check (cheap, and deduplication needs the whole stream in order): survivors go to
+   ``survivors.jsonl``, the others to ``heuristic_rejects.jsonl`` with their reason.
+2. :func:`judge_pairs` judges the survivors in shards; with several workers each takes every
+   n-th shard (one GPU pod each on a cluster). A crash costs at most the shard in flight.
+3. :func:`collect_pairs` joins the parts: every candidate ends in exactly one of
+   ``pairs.jsonl`` (kept) or ``rejects.jsonl`` with its reason (a bad row's, a heuristic's,
+   "judge: REJECT" or "judge: unparseable answer"), and the counts must add up.
+
+:func:`filter_corpus` runs the three in one process: ``hala filter`` and the tests use it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
-from hala.corpora import read_pairs, write_jsonl
-from hala.engines import load_engine
-from hala.filters import Pair, filter_pairs, reason_key
+from hala.corpora import BadRow, iter_jsonl, iter_pairs, local_path
+from hala.engines import GenerationEngine, load_engine
+from hala.filters import Pair, PairFilter, reason_key
 from hala.models import resolve_model
 from hala.progress import progress_bar
-from hala.recipe import DatasetRef, Filters, Judge, Languages, Recipe
+from hala.recipe import DatasetRef, Filters, Judge, Languages, Sharding
+from hala.shards import ShardStore, fingerprint, join_parts, model_fingerprint, run_shards, write_part
+from hala.translate_datasets import estimate_rows
+
+log = logging.getLogger(__name__)
 
 _VERDICT = re.compile(r"\b(ACCEPT|REJECT)\b", re.IGNORECASE)
+SURVIVORS = "survivors.jsonl"
+EARLY_REJECTS = "heuristic_rejects.jsonl"
+SCREEN = "screen.json"
 
 
 def parse_verdict(answer: str) -> str | None:
@@ -34,56 +53,194 @@ def metric_key(reason: str) -> str:
     return reason_key(reason)
 
 
-def _judge(pairs: list[Pair], judge: Judge, engine_choice: str) -> tuple[list[str | None], list[str]]:
-    conversations = [[{"role": "user", "content": judge.prompt.format(source=p.source, target=p.target)}] for p in pairs]
-    engine = load_engine(resolve_model(judge.model), engine_choice, judge.generation)
-    try:
-        answers = engine.chat(conversations, judge.generation, desc="filter: judging pairs")
-    finally:
-        engine.close()
-    verdicts = [parse_verdict(a) for a in answers]
-    reasons = [None if v == "ACCEPT" else "judge: REJECT" if v == "REJECT" else "judge: unparseable answer" for v in verdicts]
-    return reasons, answers
+def _screen_key(dataset: DatasetRef, filters: Filters, languages: Languages) -> str:
+    # A local file is identified by size and modification time: rereading it to hash it would
+    # cost as much as screening it again.
+    path = local_path(dataset.path)
+    stat = path.stat() if path is not None and path.is_file() else None
+    return fingerprint(
+        kind="screen",
+        dataset=dataset.model_dump(),
+        file=[stat.st_size, stat.st_mtime_ns] if stat else None,
+        filters=filters.model_dump(),
+        languages=languages.model_dump(),
+    )
 
 
-def filter_corpus(
-    dataset: DatasetRef, filters: Filters, languages: Languages, out_dir: Path, *, judge: Judge | None, engine: str = "auto"
-) -> dict[str, float]:
-    """Filter ``dataset`` into ``out_dir``: heuristics always, the LLM judge when ``judge`` is given."""
-    src, tgt = languages.source, languages.target
-    pairs = [Pair(s, t) for s, t in read_pairs(dataset, src, tgt)]
-    reasons: list[str | None] = []
-    with progress_bar("filter: heuristic checks", total=len(pairs)) as bar:
-        for _, reason in filter_pairs(pairs, filters, src, tgt):
-            reasons.append(reason)
-            bar.update(1)
-    answers: dict[int, str] = {}
-    if judge is not None:
-        survivors = [i for i, r in enumerate(reasons) if r is None]
-        if survivors:
-            verdicts, raw = _judge([pairs[i] for i in survivors], judge, engine)
-            for i, verdict, answer in zip(survivors, verdicts, raw, strict=True):
-                reasons[i] = verdict
-                answers[i] = answer
-    kept, rejected = [], []
-    for i, (pair, reason) in enumerate(zip(pairs, reasons, strict=True)):
-        row = {"translation": {src: pair.source, tgt: pair.target}}
-        if reason is None:
-            kept.append(row)
-        else:
-            extra = {"judge_answer": answers[i]} if i in answers else {}
-            rejected.append({**row, "reason": reason, **extra})
-    if len(kept) + len(rejected) != len(pairs):  # every candidate must end in exactly one file
-        raise RuntimeError(f"filter lost rows: {len(pairs)} in, {len(kept)} kept + {len(rejected)} rejected")
+def screen_pairs(dataset: DatasetRef, filters: Filters, languages: Languages, out_dir: Path) -> dict[str, float]:
+    """Step 1: the heuristics and the duplicate check over the whole corpus, streamed.
+
+    A rerun on the same local file with the same settings reuses the finished screen.
+    """
     out_dir = Path(out_dir)
-    write_jsonl(out_dir / "pairs.jsonl", kept)
-    write_jsonl(out_dir / "rejects.jsonl", rejected)
-    by_reason = Counter(metric_key(r["reason"]) for r in rejected)
-    metrics = {"rows_in": float(len(pairs)), "rows_kept": float(len(kept)), "rows_rejected": float(len(rejected))}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = iter_pairs(dataset, languages.source, languages.target)  # a missing or wrong file stops here
+    key = _screen_key(dataset, filters, languages)
+    record = out_dir / SCREEN
+    if record.is_file() and (out_dir / SURVIVORS).is_file() and local_path(dataset.path) is not None:
+        previous = json.loads(record.read_text(encoding="utf-8"))
+        if previous["key"] == key:
+            log.info("screen: reusing the finished screen of %s", dataset.path)
+            return previous["metrics"]
+    src, tgt = languages.source, languages.target
+    check = PairFilter(filters, src, tgt)
+    counts = Counter()
+    started = time.perf_counter()
+    survivors_tmp = out_dir / (SURVIVORS + ".partial")
+    rejects_tmp = out_dir / (EARLY_REJECTS + ".partial")
+    with (
+        survivors_tmp.open("w", encoding="utf-8") as survivors,
+        rejects_tmp.open("w", encoding="utf-8") as rejects,
+        progress_bar("filter: checking pairs", total=estimate_rows(dataset), unit="pair") as bar,
+    ):
+        for item in rows:
+            bar.update(1)
+            counts["rows_in"] += 1
+            if isinstance(item, BadRow):
+                rejected = item.reject(dataset.path)
+            else:
+                out = {"translation": {src: item.source, tgt: item.target}, "row": item.row}
+                reason = check(Pair(item.source, item.target))
+                if reason is None:
+                    survivors.write(json.dumps({"source": item.source, "target": item.target, "out": out}, ensure_ascii=False) + "\n")
+                    counts["survivors"] += 1
+                    continue
+                rejected = {**out, "reason": reason}
+            rejects.write(json.dumps(rejected, ensure_ascii=False) + "\n")
+            counts["rejected"] += 1
+    # Both files appear only once the whole stream has passed.
+    survivors_tmp.replace(out_dir / SURVIVORS)
+    rejects_tmp.replace(out_dir / EARLY_REJECTS)
+    seconds = time.perf_counter() - started
+    metrics = {
+        "screen_rows_in": float(counts["rows_in"]),
+        "screen_survivors": float(counts["survivors"]),
+        "screen_rejected": float(counts["rejected"]),
+        "screen_pairs_per_s": counts["rows_in"] / seconds if seconds else 0.0,
+    }
+    record.write_text(json.dumps({"key": key, "metrics": metrics}), encoding="utf-8")
+    return metrics
+
+
+def _judge_shard(rows: list[dict], judge: Judge, engine: GenerationEngine) -> tuple[list[dict], list[dict], int]:
+    conversations = [
+        [{"role": "user", "content": judge.prompt.format(source=r["source"], target=r["target"])}] for r in rows
+    ]
+    completions = engine.complete(conversations, judge.generation, desc="judging pairs")
+    kept, rejected = [], []
+    for row, completion in zip(rows, completions, strict=True):
+        verdict = parse_verdict(completion.text)
+        if verdict == "ACCEPT":
+            kept.append(row["out"])
+        else:
+            reason = "judge: REJECT" if verdict == "REJECT" else "judge: unparseable answer"
+            rejected.append({**row["out"], "reason": reason, "judge_answer": completion.text})
+    return kept, rejected, sum(c.tokens for c in completions)
+
+
+def judge_pairs(
+    screen_dir: Path,
+    judge: Judge | None,
+    engine: str,
+    out_dir: Path,
+    shards: Sharding,
+    *,
+    worker: int = 0,
+    workers: int = 1,
+) -> dict[str, float]:
+    """Step 2: this worker's shards of the survivors, judged (or all kept when there is no judge)."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    if judge is not None:
+        judge_path = resolve_model(judge.model)
+        generation = judge.generation.model_dump(exclude={"batch_size", "tensor_parallel_size"})
+        job = fingerprint(kind="judge", model=model_fingerprint(judge_path), prompt=judge.prompt, generation=generation)
+    else:
+        job = fingerprint(kind="heuristics only")
+    store = ShardStore(Path(shards.cache) if shards.cache else out_dir / "shards")
+    engines: list[GenerationEngine] = []
+
+    def process(shard: list[dict]) -> tuple[list[dict], list[dict], int]:
+        if judge is None:
+            return [r["out"] for r in shard], [], 0
+        if not engines:  # loaded for the first shard that needs it: a finished rerun loads nothing
+            engines.append(load_engine(judge_path, engine, judge.generation))
+        return _judge_shard(shard, judge, engines[0])
+
+    survivors = json.loads((Path(screen_dir) / SCREEN).read_text(encoding="utf-8"))["metrics"]["screen_survivors"]
+    try:
+        desc = "filter: judging pairs" if judge else "filter: sharding kept pairs"
+        with progress_bar(desc, total=-(-int(survivors) // workers), unit="pair") as bar:
+
+            def report(result) -> None:
+                bar.update(result.rows_in)
+                state = "reused" if result.reused else f"{result.seconds:.1f}s"
+                log.info("judge shard %d: %d pairs, %d kept, %d rejected (%s)", result.index, result.rows_in, result.kept, result.rejected, state)
+
+            run = run_shards(
+                iter_jsonl(Path(screen_dir) / SURVIVORS),
+                size=shards.size,
+                job=job,
+                store=store,
+                process=process,
+                worker=worker,
+                workers=workers,
+                on_shard=report,
+            )
+    finally:
+        for e in engines:
+            e.close()
+    write_part(out_dir, store, job, run, worker, workers)
+    fresh = [r for r in run if not r.reused]
+    seconds = sum(r.seconds for r in fresh)
+    return {
+        "judged": float(sum(r.rows_in for r in run)),
+        "shards": float(len(run)),
+        "shards_reused": float(len(run) - len(fresh)),
+        "judge_tokens_per_s": sum(r.tokens for r in fresh) / seconds if seconds and judge else 0.0,
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def collect_pairs(screen_dir: Path, part_dirs: Sequence[Path], out_dir: Path) -> dict[str, float]:
+    """Step 3: kept pairs and every reject in one place; rows in = kept + rejected, or the stage fails."""
+    started = time.perf_counter()
+    screen_dir, out_dir = Path(screen_dir), Path(out_dir)
+    screened = json.loads((screen_dir / SCREEN).read_text(encoding="utf-8"))["metrics"]
+    early = (screen_dir / EARLY_REJECTS, int(screened["screen_rejected"]))
+    results, counts = join_parts(part_dirs, out_dir, "pairs.jsonl", earlier_rejects=early)
+    if counts["rows_in"] != screened["screen_rows_in"]:
+        raise RuntimeError(f"filter: {screened['screen_rows_in']:.0f} rows screened but {counts['rows_in']} accounted for")
+    by_reason = Counter(metric_key(row["reason"]) for row in iter_jsonl(out_dir / "rejects.jsonl"))
+    fresh = [r for r in results if not r.reused]
+    seconds = sum(r.seconds for r in fresh)
+    metrics = {
+        "rows_in": float(counts["rows_in"]),
+        "rows_kept": float(counts["rows_kept"]),
+        "rows_rejected": float(counts["rows_rejected"]),
+        "shards": float(len(results)),
+        "shards_reused": float(len(results) - len(fresh)),
+        "judge_tokens_per_s": sum(r.tokens for r in fresh) / seconds if seconds else 0.0,
+        "screen_pairs_per_s": screened["screen_pairs_per_s"],
+        "wall_time_s": time.perf_counter() - started,
+    }
     metrics.update({f"rejected_{key}": float(n) for key, n in sorted(by_reason.items())})
     return metrics
 
 
-def filter_parallel(recipe: Recipe, out_dir: Path) -> dict[str, float]:
-    section = recipe.judge
-    return filter_corpus(section.dataset, section.filters, recipe.languages, out_dir, judge=section, engine=recipe.engine)
+def filter_corpus(
+    dataset: DatasetRef,
+    filters: Filters,
+    languages: Languages,
+    out_dir: Path,
+    *,
+    judge: Judge | None,
+    engine: str = "auto",
+    shards: Sharding | None = None,
+) -> dict[str, float]:
+    """Filter ``dataset`` into ``out_dir`` in one process: heuristics always, the judge when given."""
+    started = time.perf_counter()
+    screen_pairs(dataset, filters, languages, out_dir)
+    judge_pairs(out_dir, judge, engine, out_dir, shards or Sharding())
+    metrics = collect_pairs(out_dir, [out_dir], out_dir)
+    return {**metrics, "wall_time_s": time.perf_counter() - started}

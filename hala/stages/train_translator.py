@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hala.corpora import read_jsonl
+from hala.corpora import iter_jsonl
 from hala.models import resolve_model
 from hala.recipe import Recipe
+from hala.stages.bootstrap_bilingual import turn_pairs
 from hala.stages.train_sft import train_sft
 
 
 def translator_conversations(recipe: Recipe, bilingual_file: Path, pairs_file: Path) -> list[list[dict[str, str]]]:
-    """Chat-style EN->AR examples: each bootstrap tuple gives two, each kept pair one."""
+    """Chat-style EN->AR examples: one per translated bootstrap turn and one per kept pair."""
     src, tgt = recipe.languages.source, recipe.languages.target
     pairs: list[tuple[str, str]] = []
-    for row in read_jsonl(bilingual_file):
-        pairs += [(row["instruction_en"], row["instruction_ar"]), (row["response_en"], row["response_ar"])]
-    pairs += [(r["translation"][src], r["translation"][tgt]) for r in read_jsonl(pairs_file)]
+    for row in iter_jsonl(bilingual_file):
+        pairs += turn_pairs(row)
+    pairs += [(r["translation"][src], r["translation"][tgt]) for r in iter_jsonl(pairs_file)]
     prompt = recipe.bootstrap.prompt
     return [[{"role": "user", "content": prompt.format(text=s)}, {"role": "assistant", "content": t}] for s, t in pairs]
 

@@ -1,0 +1,275 @@
+"""Content-addressed shards: the unit of work, of resume and of fan-out for the data stages.
+
+A stage cuts its input stream into shards of ``size`` rows. Each shard's key hashes the job's
+fingerprint (model, quantization, prompt, generation settings: whatever changes the output)
+with the shard's rows, so a rerun finds the shards it already did and redoes only the missing
+ones, and a changed prompt or model invalidates exactly the shards it touches. A shard is
+published atomically: its kept and rejected rows first, its done-marker (with the counts)
+last; a shard without a marker does not exist. Workers of a fan-out take every
+``workers``-th shard, so the same code serves one process and a ``dsl.ParallelFor``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hala.corpora import iter_jsonl, write_jsonl
+
+log = logging.getLogger(__name__)
+
+SHARD_FORMAT = "1"  # bump when the rows a shard holds change shape: old shards are then redone
+
+
+def fingerprint(**parts: object) -> str:
+    """A stable hash of everything that decides a job's output."""
+    text = json.dumps({"format": SHARD_FORMAT, **parts}, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_fingerprint(model_path: str) -> str:
+    """Identify a local model folder by its configs and tokenizer (contents) and its weight files (names, sizes).
+
+    Hashing every weight byte of a 9B model would take minutes; a retrained or requantised
+    model changes config.json or the size of its weight files.
+    """
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return model_path
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(folder)).encode())
+        if f.suffix in (".json", ".txt", ".model", ".jinja") and f.stat().st_size < 50_000_000:
+            digest.update(f.read_bytes())
+        else:
+            digest.update(str(f.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+def shard_key(job: str, rows: Sequence[object]) -> str:
+    digest = hashlib.sha256(job.encode())
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:24]
+
+
+def cut(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+@dataclass
+class ShardResult:
+    """What one shard held and what became of it; the done-marker is this, as JSON."""
+
+    index: int
+    key: str
+    rows_in: int
+    kept: int
+    rejected: int
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    seconds: float = 0.0
+    reused: bool = False
+
+
+class ShardStore:
+    """A folder of shards: ``KEY.kept.jsonl``, ``KEY.rejects.jsonl`` and ``KEY.done.json``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def kept_path(self, key: str) -> Path:
+        return self.root / f"{key}.kept.jsonl"
+
+    def rejects_path(self, key: str) -> Path:
+        return self.root / f"{key}.rejects.jsonl"
+
+    def marker_path(self, key: str) -> Path:
+        return self.root / f"{key}.done.json"
+
+    def done(self, key: str) -> ShardResult | None:
+        marker = self.marker_path(key)
+        if not marker.is_file():
+            return None
+        return ShardResult(**json.loads(marker.read_text(encoding="utf-8")))
+
+    def save(self, result: ShardResult, kept: Iterable[dict], rejected: Iterable[dict]) -> None:
+        write_jsonl(self.kept_path(result.key), kept)
+        write_jsonl(self.rejects_path(result.key), rejected)
+        # The marker last: a crash before this line leaves a shard that will simply be redone.
+        marker = self.marker_path(result.key)
+        tmp = marker.with_name(marker.name + ".partial")
+        tmp.write_text(json.dumps(asdict(result), sort_keys=True), encoding="utf-8")
+        tmp.replace(marker)
+
+
+# A shard's work: its rows in, (kept rows, rejected rows each with a "reason", tokens generated) out.
+Process = Callable[[list], tuple[list[dict], list[dict], int]]
+
+
+class ShardRun(list):
+    """The shards one worker did or found done (ShardResult), and how many shards the whole stream has."""
+
+    total_shards: int = 0
+
+
+def run_shards(
+    rows: Iterable,
+    *,
+    size: int,
+    job: str,
+    store: ShardStore,
+    process: Process,
+    encode: Callable[[object], object] = lambda row: row,
+    worker: int = 0,
+    workers: int = 1,
+    on_shard: Callable[[ShardResult], None] | None = None,
+) -> ShardRun:
+    """Do every shard of ``rows`` that belongs to ``worker`` and is not already in ``store``.
+
+    ``encode`` turns a row into the JSON-able value its shard key hashes. Each shard must
+    account for every row it got (kept + rejected = in) or the stage stops: rows are never
+    lost in silence.
+    """
+    if not 0 <= worker < workers:
+        raise ValueError(f"worker {worker} is not in 0..{workers - 1}")
+    results = ShardRun()
+    for index, shard in enumerate(cut(rows, size)):
+        results.total_shards = index + 1  # every worker walks the whole stream, so each knows the total
+        if index % workers != worker:
+            continue
+        key = shard_key(job, [encode(r) for r in shard])
+        result = store.done(key)
+        if result is not None:
+            result.index, result.reused = index, True
+        else:
+            started = time.perf_counter()
+            kept, rejected, tokens = process(shard)
+            if len(kept) + len(rejected) != len(shard):
+                raise RuntimeError(f"shard {index}: {len(shard)} rows in but {len(kept)} kept + {len(rejected)} rejected")
+            by_reason = Counter(r["reason"] for r in rejected)
+            result = ShardResult(
+                index, key, len(shard), len(kept), len(rejected), dict(by_reason), tokens, time.perf_counter() - started
+            )
+            store.save(result, kept, rejected)
+        results.append(result)
+        if on_shard is not None:
+            on_shard(result)
+    return results
+
+
+def write_manifest(path: Path, job: str, results: Sequence[ShardResult]) -> None:
+    write_jsonl(Path(path), [{"job": job[:24], **asdict(r)} for r in sorted(results, key=lambda r: r.index)])
+
+
+def read_manifest(path: Path) -> list[ShardResult]:
+    return [ShardResult(**{k: v for k, v in row.items() if k != "job"}) for row in iter_jsonl(path)]
+
+
+def collect(
+    store: ShardStore,
+    results: Sequence[ShardResult],
+    kept_path: Path,
+    rejects_path: Path,
+    *,
+    expected_shards: int | None = None,
+    earlier_rejects: tuple[Path, int] | None = None,
+) -> dict[str, int]:
+    """Join the shards, in order, into one kept and one rejects file, checking every count.
+
+    ``earlier_rejects`` (a file and its row count) are rows a stage rejected before sharding
+    (the filter's heuristics); they lead the rejects file and count as rows in.
+
+    Stops when a shard is missing or repeated, or when a shard file holds another number of
+    rows than its marker says: a corpus with holes or duplicates must not reach training.
+    """
+    ordered = sorted(results, key=lambda r: r.index)
+    indices = [r.index for r in ordered]
+    if len(set(indices)) != len(indices):
+        raise RuntimeError(f"shards repeated: {sorted(i for i, n in Counter(indices).items() if n > 1)}")
+    if expected_shards is not None and indices != list(range(expected_shards)):
+        missing = sorted(set(range(expected_shards)) - set(indices))
+        raise RuntimeError(f"shards missing: {missing[:20]} of {expected_shards}")
+
+    def stream(kind: str) -> Iterator[dict]:
+        if kind == "rejects" and earlier_rejects is not None:
+            yield from iter_jsonl(earlier_rejects[0])
+        for r in ordered:
+            path = store.kept_path(r.key) if kind == "kept" else store.rejects_path(r.key)
+            count = 0
+            for row in iter_jsonl(path):
+                count += 1
+                yield row
+            expected = r.kept if kind == "kept" else r.rejected
+            if count != expected:
+                raise RuntimeError(f"shard {r.index} ({path.name}) holds {count} {kind} rows, its marker says {expected}")
+
+    kept = write_jsonl(Path(kept_path), stream("kept"))
+    rejected = write_jsonl(Path(rejects_path), stream("rejects"))
+    rows_in = sum(r.rows_in for r in ordered) + (earlier_rejects[1] if earlier_rejects else 0)
+    if kept + rejected != rows_in:
+        raise RuntimeError(f"{rows_in} rows in but {kept} kept + {rejected} rejected")
+    return {"rows_in": rows_in, "rows_kept": kept, "rows_rejected": rejected, "shards": len(ordered)}
+
+
+def write_part(out_dir: Path, store: ShardStore, job: str, run: ShardRun, worker: int, workers: int) -> None:
+    """Describe what one worker did (its manifest and ``part.json``) for :func:`join_parts`."""
+    out_dir = Path(out_dir)
+    write_manifest(out_dir / "manifest.jsonl", job, run)
+    part = {"store": str(store.root.resolve()), "worker": worker, "workers": workers, "total_shards": run.total_shards}
+    (out_dir / "part.json").write_text(json.dumps(part), encoding="utf-8")
+
+
+def join_parts(
+    part_dirs: Sequence[Path], out_dir: Path, kept_name: str, *, earlier_rejects: tuple[Path, int] | None = None
+) -> tuple[list[ShardResult], dict[str, int]]:
+    """Join the workers' parts into ``out_dir``: one kept file, one rejects file, one manifest.
+
+    Every worker must be there once and every shard exactly once. A part's shards are read
+    from its shared store when this machine sees it, else from the ``shards`` folder the
+    part carries (on a cluster, its downloaded artifact).
+    """
+    parts = [(Path(d), json.loads((Path(d) / "part.json").read_text(encoding="utf-8"))) for d in part_dirs]
+    if not parts:
+        raise RuntimeError("no parts to join")
+    workers = {p["workers"] for _, p in parts}
+    totals = {p["total_shards"] for _, p in parts}
+    seen = sorted(p["worker"] for _, p in parts)
+    if len(workers) != 1 or len(totals) != 1 or seen != list(range(min(workers))):
+        raise RuntimeError(f"parts do not add up: workers {seen}, declared {sorted(workers)}, shard totals {sorted(totals)}")
+    out_dir = Path(out_dir)
+    joined = ShardStore(out_dir / "shards")
+    results: list[ShardResult] = []
+    for part_dir, part in parts:
+        store = ShardStore(Path(part["store"])) if Path(part["store"]).is_dir() else ShardStore(part_dir / "shards")
+        for result in read_manifest(part_dir / "manifest.jsonl"):
+            for path in (store.kept_path(result.key), store.rejects_path(result.key), store.marker_path(result.key)):
+                target = joined.root / path.name
+                if target.exists():
+                    continue
+                try:
+                    target.hardlink_to(path)
+                except OSError:  # another file system: copy instead
+                    target.write_bytes(path.read_bytes())
+            results.append(result)
+    counts = collect(
+        joined,
+        results,
+        out_dir / kept_name,
+        out_dir / "rejects.jsonl",
+        expected_shards=min(totals),
+        earlier_rejects=earlier_rejects,
+    )
+    write_manifest(out_dir / "manifest.jsonl", "", results)
+    return results, counts
