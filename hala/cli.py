@@ -140,8 +140,8 @@ def filter_(
         )
     except ValidationError as err:
         _fail(_validation_message(err))
-    except (DataError, ValueError) as err:
-        _fail(str(err).splitlines()[0])
+    except (DataError, ValueError, RuntimeError, OSError) as err:
+        _fail(str(err).splitlines()[0] if str(err) else repr(err))
     _report(f"hala filter: {input}", metrics, out / "pairs.jsonl", out / "rejects.jsonl")
 
 
@@ -185,9 +185,34 @@ def translate(
         metrics = translate_datasets([dataset], model_path, template, job, languages, engine, out)
     except ValidationError as err:
         _fail(_validation_message(err))
-    except (DataError, ValueError) as err:
-        _fail(str(err).splitlines()[0])
+    except (DataError, ValueError, RuntimeError, OSError) as err:
+        _fail(str(err).splitlines()[0] if str(err) else repr(err))
     _report(f"hala translate: {input}", metrics, out / "corpus.jsonl", out / "rejects.jsonl")
+
+
+@app.command()
+def promote(
+    model: str = typer.Argument(..., help="registered model name, e.g. hala-smoke-nano-m"),
+    tracking_uri: str = typer.Option(
+        None, envvar="MLFLOW_TRACKING_URI", help="MLflow store; default: the recipe's, else runs/smoke/mlflow.db"
+    ),
+    recipe: str = typer.Option("smoke", help="recipe whose promotion section gives the margin and the floors"),
+    version: str = typer.Option(None, help="version to promote; default: the one with the alias 'challenger'"),
+    rollback_: bool = typer.Option(False, "--rollback", help="give 'champion' back to the previous champion"),
+) -> None:
+    """Make the challenger the champion if it beats the champion and its base, or undo the last promotion."""
+    from hala.promotion import PromotionRefused, promote as run_promotion, rollback
+    from hala.tracking import local_tracking_uri
+
+    r = _recipe(recipe)
+    uri = tracking_uri or r.tracking.tracking_uri or local_tracking_uri(Path("runs/smoke"))
+    try:
+        decision = rollback(uri, model) if rollback_ else run_promotion(uri, model, r.promotion, version)
+    except PromotionRefused as err:
+        _fail(str(err))
+    except Exception as err:  # noqa: BLE001 - an unknown model or store: one line, not a traceback
+        _fail(f"{model}: {str(err).splitlines()[0] if str(err) else repr(err)}")
+    console.print(f"{decision.model}: version {decision.version} is now the champion ({decision.reason})")
 
 
 @app.command()

@@ -19,6 +19,8 @@ import hashlib
 import itertools
 import json
 import os
+import re
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -119,10 +121,29 @@ def _jsonl_rows(path: Path, max_bytes: int) -> Iterator[tuple[int, dict] | BadRo
             except json.JSONDecodeError as err:
                 yield BadRow(lineno, f"not valid JSON ({err.msg})", _clip(text.rstrip("\n")))
                 continue
+            except (ValueError, RecursionError) as err:  # e.g. a 5,000-digit number, nesting 100,000 deep
+                yield BadRow(lineno, f"not readable JSON ({type(err).__name__}: {str(err)[:80]})", _clip(text.rstrip("\n")))
+                continue
+            if _ESCAPED_SURROGATE.search(text) and _has_lone_surrogate(row):
+                yield BadRow(lineno, "text holds a lone UTF-16 surrogate (\\ud800-\\udfff escape)", _clip(text.rstrip("\n")))
+                continue
             if not isinstance(row, dict):
                 yield BadRow(lineno, f"not a JSON object but {type(row).__name__}", _clip(text.rstrip("\n")))
                 continue
             yield lineno, row
+
+
+# JSON may spell half of a UTF-16 pair as an escape; Python decodes it to a string no UTF-8
+# writer accepts. Only rows with such an escape pay for the full check.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(row: dict) -> bool:
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _raw_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
@@ -249,7 +270,7 @@ def _parsed(ds: DatasetRef, parse) -> Iterator:
         try:
             yield parse(number, row, ds.layout if ds.layout != "auto" else detect_layout(row))
         except _Invalid as err:
-            yield BadRow(number, str(err), _clip(json.dumps(row, ensure_ascii=False)))
+            yield BadRow(number, str(err), _clip(json.dumps(row, ensure_ascii=False, default=str)))
 
 
 def _probed(ds: DatasetRef, rows: Iterator, kind: str) -> Iterator:
@@ -293,10 +314,29 @@ def read_conversations(ds: DatasetRef) -> list[list[dict[str, str]]]:
     return [c.messages for c in _strict(ds, iter_conversations(ds))]
 
 
+def _temporary(path: Path) -> Path:
+    # Unique per writer: two processes writing the same target (a retried task while the old pod
+    # still runs) never mix their bytes in one temporary file.
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write one JSON document to ``path`` atomically and durably."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path)
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps(value, sort_keys=True, ensure_ascii=False))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     """Write rows to ``path`` atomically (a crash never leaves a half file); returns the count."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = _temporary(path)
     n = 0
     with tmp.open("w", encoding="utf-8") as fh:
         for row in rows:

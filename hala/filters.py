@@ -19,12 +19,13 @@ from hala.recipe import Filters
 # Things a translation must carry over unchanged: inline code, URLs, inline math ($x$, \(x\)),
 # format placeholders ({name}, {0}, %s, %(name)s) and markup tags. A "$" opens math only when
 # a non-space follows and closes it only after a non-space, so prices ("$5 and $10") are prose.
+# Every repeat is bounded and stays on one line, so a hostile text costs linear time.
 PROTECTED_INLINE = re.compile(
-    r"`[^`\n]+`"
-    r"|https?://\S*[^\s.,;:!?)\]}'\"]"
-    r"|\$(?=[^\s$])[^$\n]*?(?<=[^\s$])\$(?!\d)|\\\(.+?\\\)"
-    r"|\{\{?[A-Za-z0-9_]*\}\}?|%(?:\([A-Za-z_]+\))?[sdif]"
-    r"|</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>\n]*)?/?>"
+    r"`[^`\n]{1,500}`"
+    r"|https?://\S{0,2000}[^\s.,;:!?)\]}'\"]"
+    r"|\$(?=[^\s$])[^$\n]{0,500}?(?<=[^\s$])\$(?!\d)|\\\([^\n]{1,500}?\\\)"
+    r"|\{\{?[A-Za-z0-9_]{0,100}\}\}?|%(?:\([A-Za-z_]{1,100}\))?[sdif]"
+    r"|</?[A-Za-z][A-Za-z0-9-]{0,50}(?:\s[^<>\n]{0,300})?/?>"
 )
 _PROTECTED = re.compile(r"```.*?```|~~~.*?~~~|" + PROTECTED_INLINE.pattern, re.DOTALL)
 _ARABIC_LETTER = re.compile(r"[\u0600-\u06FF\u0750-\u077F\u08A0-\u08FF]")

@@ -144,6 +144,7 @@ class TranslationJob(Section):
     max_source_tokens: int | None = Field(
         None, gt=0, description="longest piece sent to the model at once; default: two thirds of max_new_tokens"
     )
+    max_turn_chars: int = Field(100_000, gt=0, description="a longer turn is rejected, not translated")
 
     @property
     def source_budget(self) -> int:
@@ -287,6 +288,15 @@ class Evaluation(Section):
     batch_size: int = Field(8, gt=0)
 
 
+class Promotion(Section):
+    """When a registered challenger may become champion (``hala promote``)."""
+
+    margin: float = Field(0.0, ge=0, description="evaluation average points (0-1 scale) to beat the champion and the base by")
+    floors: dict[Benchmark, float] = Field(
+        default_factory=dict, description="lowest acceptable score per benchmark, e.g. {aratrust: 0.6}"
+    )
+
+
 class Tracking(Section):
     """Stage 9: MLflow tracking and model registry."""
 
@@ -311,6 +321,7 @@ class Recipe(Section):
     merge: Merge = Merge()
     evaluation: Evaluation = Evaluation()
     tracking: Tracking = Tracking()
+    promotion: Promotion = Promotion()
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)

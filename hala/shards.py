@@ -15,13 +15,15 @@ import hashlib
 import itertools
 import json
 import logging
+import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hala.corpora import iter_jsonl, write_jsonl
+from hala.corpora import iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +101,27 @@ class ShardStore:
         return self.root / f"{key}.done.json"
 
     def done(self, key: str) -> ShardResult | None:
+        """The shard's record, or None when it must be (re)done: no marker, a damaged one, or a data file gone."""
         marker = self.marker_path(key)
         if not marker.is_file():
             return None
-        return ShardResult(**json.loads(marker.read_text(encoding="utf-8")))
+        try:
+            result = ShardResult(**json.loads(marker.read_text(encoding="utf-8")))
+        except (ValueError, TypeError):
+            log.warning("shard marker %s is damaged; the shard will be redone", marker)
+            return None
+        if not (self.kept_path(key).is_file() and self.rejects_path(key).is_file()):
+            return None
+        return result
 
     def save(self, result: ShardResult, kept: Iterable[dict], rejected: Iterable[dict]) -> None:
         write_jsonl(self.kept_path(result.key), kept)
         write_jsonl(self.rejects_path(result.key), rejected)
         # The marker last: a crash before this line leaves a shard that will simply be redone.
-        marker = self.marker_path(result.key)
-        tmp = marker.with_name(marker.name + ".partial")
-        tmp.write_text(json.dumps(asdict(result), sort_keys=True), encoding="utf-8")
-        tmp.replace(marker)
+        write_json(self.marker_path(result.key), asdict(result))
+
+    def files(self, key: str) -> tuple[Path, Path, Path]:
+        return self.kept_path(key), self.rejects_path(key), self.marker_path(key)
 
 
 # A shard's work: its rows in, (kept rows, rejected rows each with a "reason", tokens generated) out.
@@ -223,12 +233,32 @@ def collect(
     return {"rows_in": rows_in, "rows_kept": kept, "rows_rejected": rejected, "shards": len(ordered)}
 
 
+def _place(source: Path, target: Path) -> None:
+    """Put ``source`` at ``target`` atomically, replacing what is there: a hard link, else a copy."""
+    if target.exists() and target.samefile(source):
+        return
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.hardlink_to(source)
+    except OSError:  # another file system
+        shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+
 def write_part(out_dir: Path, store: ShardStore, job: str, run: ShardRun, worker: int, workers: int) -> None:
-    """Describe what one worker did (its manifest and ``part.json``) for :func:`join_parts`."""
+    """Make ``out_dir`` a self-contained part for :func:`join_parts`: its shards, manifest and ``part.json``.
+
+    Shards found in a shared cache are placed in the part too, so that the task that joins the
+    parts needs no access to the cache (on a cluster it only gets the parts' artifacts).
+    """
     out_dir = Path(out_dir)
+    local = ShardStore(out_dir / "shards")
+    for result in run:
+        for source, target in zip(store.files(result.key), local.files(result.key), strict=True):
+            _place(source, target)
     write_manifest(out_dir / "manifest.jsonl", job, run)
-    part = {"store": str(store.root.resolve()), "worker": worker, "workers": workers, "total_shards": run.total_shards}
-    (out_dir / "part.json").write_text(json.dumps(part), encoding="utf-8")
+    write_json(out_dir / "part.json", {"worker": worker, "workers": workers, "total_shards": run.total_shards})
 
 
 def join_parts(
@@ -236,9 +266,7 @@ def join_parts(
 ) -> tuple[list[ShardResult], dict[str, int]]:
     """Join the workers' parts into ``out_dir``: one kept file, one rejects file, one manifest.
 
-    Every worker must be there once and every shard exactly once. A part's shards are read
-    from its shared store when this machine sees it, else from the ``shards`` folder the
-    part carries (on a cluster, its downloaded artifact).
+    Every worker must be there once and every shard exactly once.
     """
     parts = [(Path(d), json.loads((Path(d) / "part.json").read_text(encoding="utf-8"))) for d in part_dirs]
     if not parts:
@@ -251,17 +279,13 @@ def join_parts(
     out_dir = Path(out_dir)
     joined = ShardStore(out_dir / "shards")
     results: list[ShardResult] = []
-    for part_dir, part in parts:
-        store = ShardStore(Path(part["store"])) if Path(part["store"]).is_dir() else ShardStore(part_dir / "shards")
+    for part_dir, _ in parts:
+        store = ShardStore(part_dir / "shards")
         for result in read_manifest(part_dir / "manifest.jsonl"):
-            for path in (store.kept_path(result.key), store.rejects_path(result.key), store.marker_path(result.key)):
-                target = joined.root / path.name
-                if target.exists():
-                    continue
-                try:
-                    target.hardlink_to(path)
-                except OSError:  # another file system: copy instead
-                    target.write_bytes(path.read_bytes())
+            for source, target in zip(store.files(result.key), joined.files(result.key), strict=True):
+                if not source.is_file():
+                    raise RuntimeError(f"part {part_dir}: shard {result.index} has no file {source.name}")
+                _place(source, target)
             results.append(result)
     counts = collect(
         joined,

@@ -101,7 +101,10 @@ def finish_pipeline(recipe_json: str, tracking_uri: str, parent_run_id: str, *, 
     }
     students = []
     for name, info in summary["artifacts"]["students"].items():
-        metrics = {k: v for k, v in summary["metrics"]["students"].get(name, {}).get("merged", {}).items() if k != "failed"}
+        results = summary["metrics"]["students"].get(name, {})
+        metrics = {k: v for k, v in results.get("merged", {}).items() if k != "failed"}
+        if "average" in results.get("base", {}):  # promotion compares a model with its base
+            metrics["base_average"] = results["base"]["average"]
         students.append({"name": name, "uri": info["merged"]["uri"], "merge": info["merged"], "metrics": metrics})
     summary["registered"] = register_models(
         recipe,

@@ -106,17 +106,23 @@ def log_stage_metrics(metrics: dict[str, float]) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
 
 
-def register_model(
-    tracking_uri: str, name: str, source: str, run_id: str, tags: dict[str, str], alias: str = "challenger"
-) -> str:
-    """Register ``source`` (a model folder or URI) as a new version of ``name`` and give it ``alias``."""
+def registry_client(tracking_uri: str):
+    """An MLflow client on ``tracking_uri`` for both tracking and the model registry."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     _quiet_mlflow()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    client = mlflow.MlflowClient()
+    return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def register_model(
+    tracking_uri: str, name: str, source: str, run_id: str, tags: dict[str, str], alias: str = "challenger"
+) -> str:
+    """Register ``source`` (a model folder or URI) as a new version of ``name`` and give it ``alias``."""
+    from mlflow.exceptions import MlflowException
+
+    client = registry_client(tracking_uri)
     try:
         client.create_registered_model(name)
     except MlflowException as err:

@@ -21,7 +21,15 @@ from hala.filters import answered_instead, reason_key, source_problem
 from hala.progress import progress_bar
 from hala.recipe import DatasetRef, Filters, Languages, TranslationJob
 from hala.shards import ShardResult, ShardStore, fingerprint, join_parts, model_fingerprint, run_shards, write_part
-from hala.translation import Budget, Plan, UnfaithfulTranslation, assemble, plan_text, translation_conversations
+from hala.translation import (
+    RULES_VERSION,
+    Budget,
+    Plan,
+    UnfaithfulTranslation,
+    assemble,
+    plan_text,
+    translation_conversations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +96,8 @@ def _translate_shard(
                     if job.system_prompt == "keep":
                         turns.append((message, None))
                     continue
+                if len(message["content"]) > job.max_turn_chars:
+                    raise UnfaithfulTranslation(f"turn too long: {len(message['content'])} chars > {job.max_turn_chars} (turn {i})")
                 problem = source_problem(message["content"], checks, languages.source)
                 if problem:
                     raise UnfaithfulTranslation(f"{problem} (turn {i})")
@@ -138,8 +148,11 @@ def _translate_shard(
 def _job_key(model_path: str, prompt: str, job: TranslationJob, languages: Languages) -> str:
     # Batch size and tensor parallelism change how the work is run, not what it produces.
     generation = job.generation.model_dump(exclude={"batch_size", "tensor_parallel_size"})
+    import pysbd
+
     return fingerprint(
         kind="translate",
+        rules=[RULES_VERSION, pysbd.__version__, Filters().model_dump(), job.max_turn_chars],
         model=model_fingerprint(model_path),
         prompt=prompt,
         generation=generation,

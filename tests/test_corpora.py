@@ -137,3 +137,20 @@ def test_conversations_from_named_columns(tmp_path):
     convs = read_conversations(ds)
     assert [m["role"] for m in convs[0]] == ["system", "user", "assistant"]
     assert convs[1] == [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."}]
+
+
+def test_json_that_python_cannot_take_is_a_bad_row_not_a_crash(tmp_path):
+    path = tmp_path / "odd.jsonl"
+    lines = [
+        '{"en": "Good.", "ar": "جيد."}',
+        '{"en": "\\ud800 lone half", "ar": "x"}',
+        '{"en": "Pair \\ud83d\\ude00 ok.", "ar": "جيد."}',  # an escaped surrogate pair is an ordinary emoji
+        "[" * 100000 + "]" * 100000,
+        '{"n": ' + "9" * 5000 + "}",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    items = list(iter_pairs(DatasetRef(path=str(path), max_row_bytes=1_000_000), "en", "ar"))
+    assert [i.row for i in items if isinstance(i, PairRow)] == [1, 3]
+    reasons = {i.row: i.reason for i in items if isinstance(i, BadRow)}
+    assert reasons[2] == "text holds a lone UTF-16 surrogate (\\ud800-\\udfff escape)"
+    assert reasons[4].startswith("not readable JSON (RecursionError") and reasons[5].startswith("not readable JSON (ValueError")

@@ -181,7 +181,7 @@ def test_mlflow_holds_parent_nested_runs_and_registered_versions(smoke_run):
         assert version.tags["hala.data_hash.arabic_corpus"] == summary["data_hashes"]["arabic_corpus"]
     merged_tags = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger").tags
     assert json.loads(merged_tags["hala.merge"])["t"] == 0.5
-    assert "hala.metric.average" in merged_tags
+    assert "hala.metric.average" in merged_tags and "hala.metric.base_average" in merged_tags
 
 
 def test_failed_stage_marks_runs_failed_and_keeps_finished_artifacts(tmp_path):

@@ -124,3 +124,31 @@ def test_hala_translate_killed_mid_run_resumes_without_duplicates_or_losses(tmp_
     assert sorted(r["row"] for r in rows + rejects) == list(range(1, 41))
     manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert sum(m["reused"] for m in manifest) == done_before and len(manifest) == 10
+
+
+def test_a_damaged_marker_or_a_missing_file_means_the_shard_is_redone(tmp_path):
+    store = ShardStore(tmp_path / "shards")
+    first = run_shards(ROWS, size=5, job="j", store=store, process=_upper)
+    store.marker_path(first[1].key).write_text("{trunc")
+    store.rejects_path(first[3].key).unlink()
+    again = run_shards(ROWS, size=5, job="j", store=store, process=_upper)
+    assert [r.reused for r in again] == [True, False, True, False, True]
+    counts, kept, rejected = _join(store, again, tmp_path)
+    assert sorted(r["id"] for r in kept + rejected) == list(range(23))
+
+
+def test_parts_carry_their_shards_even_from_a_shared_cache(tmp_path):
+    from hala.shards import join_parts, write_part
+
+    cache = ShardStore(tmp_path / "cache")
+    for w in (0, 1):
+        run = run_shards(ROWS, size=5, job="j", store=cache, process=_upper, worker=w, workers=2)
+        write_part(tmp_path / f"part{w}", cache, "j", run, w, 2)
+    cache_files = list(cache.root.iterdir())
+    for f in cache_files:
+        f.unlink()  # the joining task cannot see the cache
+    results, counts = join_parts([tmp_path / "part0", tmp_path / "part1"], tmp_path / "out", "kept.jsonl")
+    assert counts == {"rows_in": 23, "rows_kept": 19, "rows_rejected": 4, "shards": 5}
+    (tmp_path / "part1" / "shards" / f"{results[-1].key}.kept.jsonl").unlink()
+    with pytest.raises(RuntimeError, match=r"part .*part1: shard \d has no file .*kept.jsonl"):
+        join_parts([tmp_path / "part0", tmp_path / "part1"], tmp_path / "out2", "kept.jsonl")

@@ -163,3 +163,34 @@ def test_a_file_with_no_usable_row_stops_before_the_model_loads(tmp_path, monkey
     with pytest.raises(DataError, match=r"convs.jsonl: no conversations in its first 2 rows; row 1: no conversation in any known layout \(keys: text\)"):
         translate_datasets([ds], "m", PROMPT, TranslationJob(), Languages(), "transformers", tmp_path / "out")
     assert loaded == [] and not (tmp_path / "out").exists()
+
+
+def test_plans_rejoin_exactly_whatever_the_white_space_and_line_endings():
+    cases = [
+        "One sentence here.  Two spaces before this one.\tA tab before this one. And a last one here.",
+        "Il reste .... Logiquement oui. Next one comes here. And then the end.",  # pysbd drops a space here
+        "Intro line.\r\n```python\r\nprint('x')\r\n```\r\nOutro line.\r\n",
+        "Before.\n```\nnever closed, so code to the end\nstill code\n",
+        "Formula:\n$$\nx^2 + y^2\n$$\nThat is all.",
+        "| Name | Example |\n|---|---|\n| Pipe | `a|b` here |",
+    ]
+    for text in cases:
+        plan = plan_text(text, Budget(4, WORDS))
+        assert _identity(plan) == text, text
+        assert all(WORDS(r) <= 4 or " " not in r.strip() for r in plan.requests)
+    assert not any("print" in r for r in plan_text(cases[2], Budget(4, WORDS)).requests)
+    assert not any("code" in r for r in plan_text(cases[3], Budget(4, WORDS)).requests)
+    assert not any("x^2" in r for r in plan_text(cases[4], Budget(4, WORDS)).requests)
+    table = plan_text(cases[5], Budget(50, WORDS))
+    assert "⟦1⟧ here" in table.requests and not any("|" in r for r in table.requests)
+
+
+def test_hostile_texts_do_not_take_quadratic_time():
+    """A guard against regressions (each case took 10 s to minutes before), not a speed target."""
+    import time
+
+    for text in ("```a\n" * 20000, "\\( x " * 20000, "`a " * 30000, "$x " * 30000, "This is a sentence. " * 6000):
+        started = time.perf_counter()
+        plan = plan_text(text, Budget(100, WORDS))
+        assert time.perf_counter() - started < 10, text[:10]
+        assert _identity(plan) == text

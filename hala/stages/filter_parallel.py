@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from hala.corpora import BadRow, iter_jsonl, iter_pairs, local_path
+from hala.corpora import BadRow, iter_jsonl, iter_pairs, local_path, write_json
 from hala.engines import GenerationEngine, load_engine
 from hala.filters import Pair, PairFilter, reason_key
 from hala.models import resolve_model
@@ -78,10 +79,15 @@ def screen_pairs(dataset: DatasetRef, filters: Filters, languages: Languages, ou
     key = _screen_key(dataset, filters, languages)
     record = out_dir / SCREEN
     if record.is_file() and (out_dir / SURVIVORS).is_file() and local_path(dataset.path) is not None:
-        previous = json.loads(record.read_text(encoding="utf-8"))
-        if previous["key"] == key:
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = {}
+        if previous.get("key") == key:
             log.info("screen: reusing the finished screen of %s", dataset.path)
             return previous["metrics"]
+    # The record goes first and comes back last: files of a screen that did not finish are never reused.
+    record.unlink(missing_ok=True)
     src, tgt = languages.source, languages.target
     check = PairFilter(filters, src, tgt)
     counts = Counter()
@@ -108,6 +114,9 @@ def screen_pairs(dataset: DatasetRef, filters: Filters, languages: Languages, ou
                 rejected = {**out, "reason": reason}
             rejects.write(json.dumps(rejected, ensure_ascii=False) + "\n")
             counts["rejected"] += 1
+        for fh in (survivors, rejects):
+            fh.flush()
+            os.fsync(fh.fileno())
     # Both files appear only once the whole stream has passed.
     survivors_tmp.replace(out_dir / SURVIVORS)
     rejects_tmp.replace(out_dir / EARLY_REJECTS)
@@ -118,7 +127,7 @@ def screen_pairs(dataset: DatasetRef, filters: Filters, languages: Languages, ou
         "screen_rejected": float(counts["rejected"]),
         "screen_pairs_per_s": counts["rows_in"] / seconds if seconds else 0.0,
     }
-    record.write_text(json.dumps({"key": key, "metrics": metrics}), encoding="utf-8")
+    write_json(record, {"key": key, "metrics": metrics})
     return metrics
 
 
