@@ -13,19 +13,21 @@ def evaluate_student(
     merged: dsl.Input[dsl.Model],
     results: dsl.Output[dsl.Artifact],
 ):
-    """Stage 8: the Arabic benchmark suite for a student's base, SFT checkpoint and merged model."""
+    """Stage 8: the Arabic benchmark suite for a student's base, SFT checkpoint and every merge; the best merge wins."""
     import json
+    from pathlib import Path
 
     import mlflow
 
     from hala.models import resolve_model
-    from hala.stages.evaluate import compare_models
+    from hala.stages.evaluate import compare_student
     from hala.stages.train_student import student_by_name
     from hala.tracking import log_stage_metrics, pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"evaluate_student[{student}]", "evaluation") as recipe:
-        models = {"base": resolve_model(student_by_name(recipe, student).base), "sft": checkpoint.path, "merged": merged.path}
-        table = compare_models(models, recipe)
+        merges = {float(t): str(Path(merged.path) / folder) for folder, t in merged.metadata["candidates"].items()}
+        base = resolve_model(student_by_name(recipe, student).base)
+        table = compare_student(base, checkpoint.path, merges, recipe)
         log_stage_metrics(table["metrics"])
         mlflow.log_dict(table, "benchmark_results.json")
     with open(results.path, "w", encoding="utf-8") as fh:

@@ -216,6 +216,23 @@ def promote(
 
 
 @app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run folder (the --out of hala run), holding summary.json")) -> None:
+    """Rebuild a run's report (Markdown with plots) from its summary.json and MLflow store."""
+    import json
+
+    from hala.report import write_report
+
+    summary_file = run_dir / "summary.json"
+    if not summary_file.is_file():
+        _fail(f"{summary_file} does not exist; give the folder a `hala run --out` wrote")
+    try:
+        written = write_report(json.loads(summary_file.read_text(encoding="utf-8")), run_dir / "report")
+    except (KeyError, ValueError, OSError) as err:
+        _fail(f"{summary_file}: cannot build the report ({type(err).__name__}: {err})")
+    console.print(f"wrote {written}")
+
+
+@app.command()
 def recipes() -> None:
     """List the built-in recipes."""
     for name in builtin_recipes():

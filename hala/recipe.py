@@ -99,6 +99,10 @@ class Training(Section):
     max_length: int = Field(1024, gt=0, description="tokens per training sequence")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
+    save_steps: int = Field(
+        0, ge=0, description="write a checkpoint every this many optimizer steps (0: none); a rerun resumes from the last"
+    )
+    save_total_limit: int = Field(2, gt=0, description="checkpoints kept on disk")
 
 
 class Languages(Section):
@@ -274,8 +278,28 @@ class Merge(Section):
     """Stage 7: slerp of each fine-tuned student with its base (mergekit)."""
 
     method: Literal["slerp"] = "slerp"
-    t: float = Field(0.5, ge=0.0, le=1.0, description="0 keeps the base, 1 keeps the fine-tuned model")
+    t: float | list[float] = Field(
+        0.5,
+        description="0 keeps the base, 1 keeps the fine-tuned model; a list sweeps: each t is merged and "
+        "evaluated, and the best evaluation average wins",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+
+    @field_validator("t")
+    @classmethod
+    def _t_values(cls, v: float | list[float]) -> float | list[float]:
+        values = v if isinstance(v, list) else [v]
+        if not values:
+            raise ValueError("give at least one t")
+        if any(not 0.0 <= t <= 1.0 for t in values):
+            raise ValueError(f"every t must be between 0 and 1, got {values}")
+        if len({round(t, 2) for t in values}) != len(values):
+            raise ValueError(f"t values must differ at two decimals, got {values}")
+        return v
+
+    @property
+    def candidates(self) -> list[float]:
+        return list(self.t) if isinstance(self.t, list) else [self.t]
 
 
 class Evaluation(Section):

@@ -16,7 +16,7 @@ KEY_METRICS = {
     "evaluate_translator": ["chrf_before", "chrf_after", "bleu_after"],
     "translate_corpus": ["rows_in", "rows_kept", "rows_rejected", "tokens_per_s"],
     "train_student": ["train_examples", "train_loss"],
-    "evaluate_student": ["base_average", "sft_average", "merged_average"],
+    "evaluate_student": ["base_average", "sft_average", "merged_average", "merge_best_t"],
 }
 
 

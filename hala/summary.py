@@ -12,6 +12,8 @@ from pathlib import Path
 
 from hala.corpora import file_hash
 from hala.recipe import recipe_from_json
+from hala.report import write_report
+from hala.stages.merge_slerp import candidate_folder
 from hala.stages.register import register_models
 from hala.tracking import end_parent_run, use_store
 
@@ -48,14 +50,21 @@ def build_summary(
     by_student: dict[str, dict] = {s.name: {} for s in recipe.students.models}
     for a in checkpoints:
         by_student[a.metadata["student"]]["sft_checkpoint"] = a.uri
+    merge_folders: dict[str, str] = {}
     for a in merged:
         md = a.metadata
-        by_student[md["student"]]["merged"] = {"uri": a.uri, "base": md["base"], "other": md["other"], "t": md["t"]}
+        by_student[md["student"]]["merged"] = {"base": md["base"], "other": md["other"]}
+        merge_folders[md["student"]] = a.uri
     student_metrics: dict[str, dict] = {}
     for a in evaluations:
         name = a.metadata["student"]
         by_student[name]["evaluation"] = a.uri
         table = json.loads(Path(a.path).read_text(encoding="utf-8"))
+        # The merge the evaluation chose (the only one without a sweep) is the student's model.
+        best = table["merge"]["best_t"]
+        by_student[name]["merged"].update(
+            {"uri": f"{merge_folders[name].rstrip('/')}/{candidate_folder(best)}", "t": best, "sweep": table["merge"]["sweep"]}
+        )
         student_metrics[name] = {
             role: {"average": res["average"], "failed": res["failed"], **{k: v.get("acc") for k, v in res["benchmarks"].items()}}
             for role, res in table["results"].items()
@@ -119,6 +128,10 @@ def finish_pipeline(recipe_json: str, tracking_uri: str, parent_run_id: str, *, 
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
     Path(summary_path).write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     use_store(tracking_uri, recipe.tracking.experiment)
-    mlflow.MlflowClient().log_dict(parent_run_id, summary, "summary.json")
+    client = mlflow.MlflowClient()
+    client.log_dict(parent_run_id, summary, "summary.json")
+    report_dir = Path(summary_path).parent / "report"
+    write_report(summary, report_dir)
+    client.log_artifacts(parent_run_id, str(report_dir), "report")
     end_parent_run(tracking_uri, parent_run_id, "FINISHED")
     return summary

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hala.preflight import is_offline, preflight
 from hala.recipe import Recipe
+from hala.report import write_report
 from hala.tracking import end_parent_run, local_tracking_uri, start_parent_run
 from pipelines.translate_and_tune import build_pipeline
 
@@ -46,4 +47,5 @@ def run_local(recipe: Recipe, out_dir: Path) -> dict:
     summary["wall_time_s"] = round(time.time() - started, 1)
     summary["artifacts_root"] = str(out_dir / "artifacts")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_report(summary, out_dir / "report")  # next to summary.json, now with the wall time
     return summary

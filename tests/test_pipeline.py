@@ -43,10 +43,13 @@ def test_summary_locates_every_artifact(smoke_run):
     for info in arts["students"].values():
         assert (Path(info["sft_checkpoint"]) / "model.safetensors").is_file()
         assert (Path(info["merged"]["uri"]) / "model.safetensors").is_file()
-        assert info["merged"]["t"] == 0.5
+        assert info["merged"]["t"] in (0.3, 0.5) and set(info["merged"]["sweep"]) == {"0.30", "0.50"}
+        assert info["merged"]["uri"].endswith(f"/t{info['merged']['t']:.2f}")
         assert info["merged"]["other"] == str(Path(info["sft_checkpoint"]).resolve())
         assert Path(info["evaluation"]).is_file()
     assert summary["mlflow"]["tracking_uri"] == f"sqlite:///{out.resolve()}/mlflow.db"
+    report = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "### nano-s" in report and "| **average** |" in report and (out / "report" / "loss_curves.png").is_file()
 
 
 def _rows(path):
@@ -127,7 +130,9 @@ def test_translator_improves_over_its_base(smoke_run):
 def test_students_evaluated_on_six_benchmarks_for_base_sft_merged(smoke_run):
     _, summary = smoke_run
     for name, roles in summary["metrics"]["students"].items():
-        assert set(roles) == {"base", "sft", "merged"}, name
+        assert set(roles) == {"base", "sft", "merged", "merged_t0.30", "merged_t0.50"}, name
+        best = summary["artifacts"]["students"][name]["merged"]["t"]
+        assert roles["merged"] == roles[f"merged_t{best:.2f}"]
         for role, scores in roles.items():
             assert scores["failed"] == []
             accs = [scores[k] for k in ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")]
@@ -162,12 +167,13 @@ def test_mlflow_holds_parent_nested_runs_and_registered_versions(smoke_run):
         + [f"{stage}[{s}]" for s in ("nano-s", "nano-m") for stage in ("train_student", "merge_student", "evaluate_student")]
     )
     assert all(r.info.status == "FINISHED" for r in children)
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent_id, "report")}
     by_name = {r.info.run_name: r for r in children}
     artifacts = {name: {a.path for a in client.list_artifacts(r.info.run_id, "samples")} | {a.path for a in client.list_artifacts(r.info.run_id)} for name, r in by_name.items()}
     assert {"samples/kept.jsonl", "samples/rejects.jsonl"} <= artifacts["filter_parallel"]
     assert "benchmark_results.json" in artifacts["evaluate_student[nano-s]"]
     assert "translation_scores.json" in artifacts["evaluate_translator"]
-    assert "mergekit_config.json" in artifacts["merge_student[nano-m]"]
+    assert {"mergekit_config_t0.30.json", "mergekit_config_t0.50.json"} <= artifacts["merge_student[nano-m]"]
     train = by_name["train_translator"]
     assert len(client.get_metric_history(train.info.run_id, "loss")) >= 2  # the loss curve
 
@@ -180,7 +186,8 @@ def test_mlflow_holds_parent_nested_runs_and_registered_versions(smoke_run):
         assert version.tags["hala.source_run"] == parent_id
         assert version.tags["hala.data_hash.arabic_corpus"] == summary["data_hashes"]["arabic_corpus"]
     merged_tags = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger").tags
-    assert json.loads(merged_tags["hala.merge"])["t"] == 0.5
+    merge_tag = json.loads(merged_tags["hala.merge"])
+    assert merge_tag["t"] == summary["artifacts"]["students"]["nano-m"]["merged"]["t"] and set(merge_tag["sweep"]) == {"0.30", "0.50"}
     assert "hala.metric.average" in merged_tags and "hala.metric.base_average" in merged_tags
 
 

@@ -31,7 +31,9 @@ def _smoke_dict():
     [
         (lambda d: d["teacher"].update(modle="x"), "recipe <dict>: teacher.modle: unknown key"),
         (lambda d: d.update(studnets={}), "recipe <dict>: studnets: unknown key"),
-        (lambda d: d["merge"].update(t=1.5), "recipe <dict>: merge.t: Input should be less than or equal to 1"),
+        (lambda d: d["merge"].update(t=1.5), "recipe <dict>: merge.t: every t must be between 0 and 1, got [1.5]"),
+        (lambda d: d["merge"].update(t=[0.3, 0.301]), "recipe <dict>: merge.t: t values must differ at two decimals, got [0.3, 0.301]"),
+        (lambda d: d["merge"].update(t=[]), "recipe <dict>: merge.t: give at least one t"),
         (lambda d: d.pop("judge"), "recipe <dict>: judge: required key is missing"),
         (lambda d: d["bootstrap"].update(prompt="Translate: x"), "bootstrap.prompt: must contain the placeholder {text}"),
         (

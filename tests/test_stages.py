@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from hala.recipe import Evaluation, Merge, Training
-from hala.stages.merge_slerp import MergeCompatibilityError, merge_slerp
+from hala.stages.merge_slerp import MergeCompatibilityError, merge_slerp, merge_sweep
 from hala.stages.quantize_teacher import compress_fp8
 from hala.stages.train_sft import train_sft
 from tests.slerp_reference import slerp
@@ -75,19 +75,28 @@ def test_fp8_weights_are_real_compressed_tensors(tiny, tmp_path):
     assert checked >= len(linear_weights) > 0
 
 
-@pytest.mark.parametrize("t", [0.5, 0.25])
-def test_merge_is_slerp_tensor_by_tensor(tiny, tmp_path, t):
+def test_merge_sweep_writes_one_slerp_per_t_tensor_by_tensor(tiny, tmp_path):
     base = tiny("student-s")
     other = _perturbed_copy(base, tmp_path / "other", scale=0.05)
-    info = merge_slerp(base, other, Merge(t=t, dtype="float32"), tmp_path / "merged")
-    assert info["t"] == t and info["config"]["merge_method"] == "slerp"
+    merges = merge_sweep(base, other, Merge(t=[0.25, 0.5], dtype="float32"), tmp_path / "merged")
+    assert [(m["t"], m["folder"]) for m in merges] == [(0.25, "t0.25"), (0.5, "t0.50")]
     a, b = load_file(f"{base}/model.safetensors"), load_file(f"{other}/model.safetensors")
-    merged = load_file(tmp_path / "merged" / "model.safetensors")
-    assert set(merged) == set(a)
-    for name in a:
-        expected = slerp(a[name].numpy(), b[name].numpy(), t)
-        np.testing.assert_allclose(merged[name].numpy(), expected, rtol=1e-4, atol=1e-5, err_msg=name)
-    assert (tmp_path / "merged" / "tokenizer.json").is_file()
+    for m in merges:
+        assert m["config"]["merge_method"] == "slerp" and m["config"]["parameters"] == {"t": m["t"]}
+        merged = load_file(tmp_path / "merged" / m["folder"] / "model.safetensors")
+        assert set(merged) == set(a)
+        for name in a:
+            expected = slerp(a[name].numpy(), b[name].numpy(), m["t"])
+            np.testing.assert_allclose(merged[name].numpy(), expected, rtol=1e-4, atol=1e-5, err_msg=name)
+        assert (tmp_path / "merged" / m["folder"] / "tokenizer.json").is_file()
+
+
+def test_the_best_merge_wins_and_ties_go_to_the_middle():
+    from hala.stages.evaluate import choose_merge
+
+    assert choose_merge({0.3: 0.41, 0.5: 0.44, 0.7: 0.43}) == 0.5
+    assert choose_merge({0.3: 0.45, 0.5: 0.44}) == 0.3
+    assert choose_merge({0.2: 0.44, 0.6: 0.44, 0.9: 0.44}) == 0.6
 
 
 def test_merge_refuses_mismatched_models(tiny, tmp_path):
@@ -147,3 +156,46 @@ def test_tiny_judge_verdicts_are_parsed_and_reject_untranslated_copies(tiny):
     assert sum(r["i"] < 10 for r in kept) >= 8  # true pairs accepted
     assert sum(r["reason"] == "judge: REJECT" and r["i"] >= 10 for r in rejected) >= 8  # copies rejected
     assert all("judge_answer" in r for r in rejected)
+
+
+def test_sft_resumes_from_its_last_complete_checkpoint(tiny, tmp_path):
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt("simulated preemption")
+
+    training = Training(epochs=2, learning_rate=1e-2, batch_size=4, max_length=64, save_steps=2, save_total_limit=5)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(tiny("student-s"), CONVERSATIONS, training, tmp_path / "a", callbacks=[Crash()])
+    checkpoints = tmp_path / "a" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    (checkpoints / "checkpoint-4" / "trainer_state.json").unlink()  # as if the crash hit while saving it
+    resumed = train_sft(tiny("student-s"), CONVERSATIONS, training, tmp_path / "a")
+    assert resumed["resumed_from_step"] == 2 and resumed["train_steps"] == 6
+    assert not checkpoints.exists()  # a finished model folder carries no checkpoints
+    # Same data order, same seed: the resumed run ends where an uninterrupted one does.
+    reference = train_sft(tiny("student-s"), CONVERSATIONS, training, tmp_path / "b")
+    assert reference["resumed_from_step"] == 0
+    ref, got = load_file(tmp_path / "b" / "model.safetensors"), load_file(tmp_path / "a" / "model.safetensors")
+    assert all(torch.allclose(got[k], ref[k], atol=1e-5) for k in ref)
+
+
+def test_compare_student_reports_the_best_merge_as_merged(monkeypatch, smoke_recipe):
+    from hala.stages import evaluate
+
+    averages = {"base": 0.30, "sft": 0.40, "merged_t0.30": 0.42, "merged_t0.50": 0.45}
+
+    def fake_compare(models, recipe):
+        results = {role: {"average": averages[role], "failed": [], "benchmarks": {"exams": {"acc": averages[role]}}} for role in models}
+        metrics = {f"{role}_average": averages[role] for role in models}
+        return {"results": results, "metrics": metrics, "benchmarks": ["EXAMS"]}
+
+    monkeypatch.setattr(evaluate, "compare_models", fake_compare)
+    table = evaluate.compare_student("b", "s", {0.3: "m/t0.30", 0.5: "m/t0.50"}, smoke_recipe)
+    assert table["merge"] == {"best_t": 0.5, "sweep": {"0.30": 0.42, "0.50": 0.45}}
+    assert table["results"]["merged"]["average"] == 0.45 and table["metrics"]["merged_average"] == 0.45
+    assert table["metrics"]["merge_best_t"] == 0.5 and "merged_t0.30_average" in table["metrics"]
+    single = evaluate.compare_student("b", "s", {0.5: "m/t0.50"}, smoke_recipe)
+    assert set(single["results"]) == {"base", "sft", "merged"}  # no sweep, no duplicate role

@@ -98,3 +98,27 @@ def compare_models(models: dict[str, str], recipe: Recipe) -> dict:
         if res["average"] is not None:
             metrics[f"{role}_average"] = res["average"]
     return {"results": results, "metrics": metrics, "benchmarks": [SUITE[k].title for k in recipe.evaluation.benchmarks]}
+
+
+def choose_merge(averages: dict[float, float]) -> float:
+    """The t whose merge scored the best average; on a tie, the t nearest 0.5 (the report's choice)."""
+    return max(averages, key=lambda t: (averages[t], -abs(t - 0.5)))
+
+
+def compare_student(base: str, sft: str, merges: dict[float, str], recipe: Recipe) -> dict:
+    """Base, SFT and every merge candidate on the suite; the best candidate is reported as ``merged``."""
+    roles = {f"merged_t{t:.2f}": path for t, path in merges.items()}
+    table = compare_models({"base": base, "sft": sft, **roles}, recipe)
+    averages = {t: table["results"][f"merged_t{t:.2f}"]["average"] for t in merges}
+    best = choose_merge(averages)
+    chosen = f"merged_t{best:.2f}"
+    table["results"]["merged"] = table["results"][chosen]
+    for key, value in list(table["metrics"].items()):
+        if key.startswith(chosen + "_"):
+            table["metrics"]["merged_" + key.removeprefix(chosen + "_")] = value
+    if len(merges) == 1:  # no sweep: "merged" says it all
+        del table["results"][chosen]
+        table["metrics"] = {k: v for k, v in table["metrics"].items() if not k.startswith(chosen + "_")}
+    table["metrics"]["merge_best_t"] = best
+    table["merge"] = {"best_t": best, "sweep": {f"{t:.2f}": averages[t] for t in merges}}
+    return table

@@ -61,7 +61,7 @@ def merge_slerp(base: str, other: str, merge: Merge, out_dir: Path, t: float | N
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
-    t = merge.t if t is None else t
+    t = merge.candidates[0] if t is None else t
     base_path, other_path = Path(base), Path(other)
     check_mergeable(base_path, other_path)
     config = merge_config(base_path, other_path, merge, t)
@@ -71,3 +71,16 @@ def merge_slerp(base: str, other: str, merge: Merge, out_dir: Path, t: float | N
         MergeOptions(copy_tokenizer=True, write_model_card=True, lazy_unpickle=False, quiet=True),
     )
     return {"base": config["base_model"], "other": str(other_path.resolve()), "t": t, "config": config}
+
+
+def candidate_folder(t: float) -> str:
+    return f"t{t:.2f}"
+
+
+def merge_sweep(base: str, other: str, merge: Merge, out_dir: Path) -> list[dict]:
+    """One slerp per t of the recipe, each in ``out_dir/t<t>``; returns their descriptions (with ``folder``)."""
+    merges = []
+    for t in merge.candidates:
+        description = merge_slerp(base, other, merge, Path(out_dir) / candidate_folder(t), t=t)
+        merges.append({**description, "folder": candidate_folder(t)})
+    return merges

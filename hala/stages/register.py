@@ -37,7 +37,7 @@ def register_models(
     ]
     for student in students:
         merge = student["merge"]
-        extra = {"hala.student": student["name"], "hala.merge": json.dumps({k: merge[k] for k in ("base", "other", "t")})}
+        extra = {"hala.student": student["name"], "hala.merge": json.dumps({k: merge[k] for k in ("base", "other", "t", "sweep") if k in merge})}
         entries.append((student["name"], student, extra))
     registered = {}
     for role, model, extra in entries:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def train_sft(
     out_dir: Path,
     *,
     metric_prefix: str = "",
+    callbacks: Sequence[object] = (),
 ) -> dict[str, float]:
     """Fine-tune ``base_model`` on ``conversations`` and save model and tokenizer to ``out_dir``.
 
@@ -80,7 +82,9 @@ def train_sft(
         seed=training.seed,
         assistant_only_loss=True,
         logging_steps=max(1, steps_per_epoch // 4),
-        save_strategy="no",
+        save_strategy="steps" if training.save_steps else "no",
+        save_steps=training.save_steps or 500,
+        save_total_limit=training.save_total_limit,
         report_to=[],
         use_cpu=not on_gpu,
         bf16=on_gpu,
@@ -93,10 +97,36 @@ def train_sft(
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[_MlflowLoss(metric_prefix)],
+        callbacks=[_MlflowLoss(metric_prefix), *callbacks],
     )
-    result = trainer.train()
+    # A checkpoint left by an earlier, interrupted attempt (a preempted pod, a crash) is resumed:
+    # weights, optimizer, scheduler, data order and step count all continue from it.
+    checkpoint = _last_checkpoint(out_dir / "checkpoints")
+    if checkpoint is not None:
+        log.info("resuming %s from %s", base_model, checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
+    # Checkpoints (weights + optimizer state, several times the model) only serve a resume;
+    # the finished model folder is what gets merged, evaluated and registered.
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     log.info("trained %s for %d steps, final loss %.4f", base_model, result.global_step, result.training_loss)
-    return {"train_loss": float(result.training_loss), "train_steps": float(result.global_step), "train_examples": float(len(conversations))}
+    resumed = float(checkpoint.name.removeprefix("checkpoint-")) if checkpoint else 0.0
+    return {
+        "train_loss": float(result.training_loss),
+        "train_steps": float(result.global_step),
+        "train_examples": float(len(conversations)),
+        "resumed_from_step": resumed,
+    }
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint under ``folder``.
+
+    The trainer writes ``trainer_state.json`` after the weights and optimizer state, so a
+    checkpoint cut short by a crash lacks it and is passed over.
+    """
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.removeprefix("checkpoint-")), default=None)
