@@ -120,5 +120,5 @@ def compare_student(base: str, sft: str, merges: dict[float, str], recipe: Recip
         del table["results"][chosen]
         table["metrics"] = {k: v for k, v in table["metrics"].items() if not k.startswith(chosen + "_")}
     table["metrics"]["merge_best_t"] = best
-    table["merge"] = {"best_t": best, "sweep": {f"{t:.2f}": averages[t] for t in merges}}
+    table["merge"] = {"best_t": best, "sweep": {f"{t:.2f}": averages[t] for t in sorted(merges)}}
     return table
