@@ -332,6 +332,22 @@ def write_json(path: Path, value: object) -> None:
     tmp.replace(path)
 
 
+def estimate_rows(ds: DatasetRef) -> int | None:
+    """Rows a dataset will give (for the progress bar's ETA), cheaply; None when unknown."""
+    path = local_path(ds.path)
+    if path is None or not path.is_file():
+        return None
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        total = pq.ParquetFile(path).metadata.num_rows
+    else:
+        with path.open("rb") as fh:
+            total = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 24), b""))
+    total = max(0, total - ds.skip)
+    return total if ds.limit is None else min(total, ds.limit)
+
+
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     """Write rows to ``path`` atomically (a crash never leaves a half file); returns the count."""
     path = Path(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -178,6 +178,23 @@ class VLLMEngine:
             pass
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+class LazyEngine:
+    """An engine made by ``load`` when a shard first needs it: a rerun with every shard done loads no model."""
+
+    def __init__(self, load: Callable[[], GenerationEngine]):
+        self.load = load
+        self.engine: GenerationEngine | None = None
+
+    def get(self) -> GenerationEngine:
+        if self.engine is None:
+            self.engine = self.load()
+        return self.engine
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
 
 
 def load_engine(model_path: str, backend: str, generation: Generation) -> GenerationEngine:

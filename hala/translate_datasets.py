@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from hala.corpora import BadRow, ConversationRow, iter_conversations, local_path
-from hala.engines import Completion, GenerationEngine, load_engine
+from hala.corpora import BadRow, ConversationRow, estimate_rows, iter_conversations
+from hala.engines import Completion, GenerationEngine, LazyEngine, load_engine
 from hala.filters import answered_instead, reason_key, source_problem
 from hala.progress import progress_bar
 from hala.recipe import DatasetRef, Filters, Languages, TranslationJob
@@ -41,39 +41,6 @@ def _encode(item: Item) -> object:
     if isinstance(row, BadRow):
         return [dataset, row.row, "bad", row.reason]
     return [dataset, row.row, row.messages]
-
-
-def estimate_rows(ds: DatasetRef) -> int | None:
-    """Rows a dataset will give (for the progress bar's ETA), cheaply; None when unknown."""
-    path = local_path(ds.path)
-    if path is None or not path.is_file():
-        return None
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        total = pq.ParquetFile(path).metadata.num_rows
-    else:
-        with path.open("rb") as fh:
-            total = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 24), b""))
-    total = max(0, total - ds.skip)
-    return total if ds.limit is None else min(total, ds.limit)
-
-
-class _LazyEngine:
-    """Loads the model when the first shard needs it: a rerun with every shard done loads nothing."""
-
-    def __init__(self, model_path: str, backend: str, job: TranslationJob):
-        self.args = (model_path, backend, job.generation)
-        self.engine: GenerationEngine | None = None
-
-    def get(self) -> GenerationEngine:
-        if self.engine is None:
-            self.engine = load_engine(*self.args)
-        return self.engine
-
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
 
 
 def _translate_shard(
@@ -189,7 +156,8 @@ def translate_datasets(
     total = None if None in totals else -(-sum(totals) // workers)  # this worker's share
     store = ShardStore(Path(job.shards.cache) if job.shards.cache else out_dir / "shards")
     key = _job_key(model_path, prompt, job, languages)
-    engine = _LazyEngine(model_path, engine, job)
+    backend = engine
+    lazy = LazyEngine(lambda: load_engine(model_path, backend, job.generation))
     timing = {"tokens": 0, "seconds": 0.0}
     with progress_bar("translating conversations", total=total, unit="row") as bar:
 
@@ -208,14 +176,14 @@ def translate_datasets(
                 size=job.shards.size,
                 job=key,
                 store=store,
-                process=lambda shard: _translate_shard(shard, engine.get(), prompt, job, languages),
+                process=lambda shard: _translate_shard(shard, lazy.get(), prompt, job, languages),
                 encode=_encode,
                 worker=worker,
                 workers=workers,
                 on_shard=on_shard,
             )
         finally:
-            engine.close()
+            lazy.close()
     write_part(out_dir, store, key, results, worker, workers)
     if workers > 1:
         return _metrics(results, None, time.perf_counter() - started)

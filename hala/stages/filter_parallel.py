@@ -24,14 +24,13 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from hala.corpora import BadRow, iter_jsonl, iter_pairs, local_path, write_json
-from hala.engines import GenerationEngine, load_engine
+from hala.corpora import BadRow, estimate_rows, iter_jsonl, iter_pairs, local_path, write_json
+from hala.engines import GenerationEngine, LazyEngine, load_engine
 from hala.filters import Pair, PairFilter, reason_key
 from hala.models import resolve_model
 from hala.progress import progress_bar
 from hala.recipe import DatasetRef, Filters, Judge, Languages, Sharding
 from hala.shards import ShardStore, fingerprint, join_parts, model_fingerprint, run_shards, write_part
-from hala.translate_datasets import estimate_rows
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +166,12 @@ def judge_pairs(
     else:
         job = fingerprint(kind="heuristics only")
     store = ShardStore(Path(shards.cache) if shards.cache else out_dir / "shards")
-    engines: list[GenerationEngine] = []
+    lazy = LazyEngine(lambda: load_engine(judge_path, engine, judge.generation))
 
     def process(shard: list[dict]) -> tuple[list[dict], list[dict], int]:
         if judge is None:
             return [r["out"] for r in shard], [], 0
-        if not engines:  # loaded for the first shard that needs it: a finished rerun loads nothing
-            engines.append(load_engine(judge_path, engine, judge.generation))
-        return _judge_shard(shard, judge, engines[0])
+        return _judge_shard(shard, judge, lazy.get())
 
     survivors = json.loads((Path(screen_dir) / SCREEN).read_text(encoding="utf-8"))["metrics"]["screen_survivors"]
     try:
@@ -197,8 +194,7 @@ def judge_pairs(
                 on_shard=report,
             )
     finally:
-        for e in engines:
-            e.close()
+        lazy.close()
     write_part(out_dir, store, job, run, worker, workers)
     fresh = [r for r in run if not r.reused]
     seconds = sum(r.seconds for r in fresh)
