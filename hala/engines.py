@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from hala.chat_templates import apply_chat_template, resolve_chat_template
 from hala.progress import progress_bar
 from hala.recipe import Generation
 
@@ -68,11 +69,12 @@ class TransformersEngine:
 
     name = "transformers"
 
-    def __init__(self, model_path: str):
+    def __init__(self, model_path: str, chat_template: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        apply_chat_template(self.tokenizer, chat_template, model_path)
         # Decoder-only batched generation needs left padding so every prompt ends where generation starts.
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -135,8 +137,10 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(self, model_path: str, generation: Generation):
+    def __init__(self, model_path: str, generation: Generation, chat_template: str | None = None):
         from vllm import LLM
+
+        self.chat_template = resolve_chat_template(chat_template)
 
         # Prefix caching (the shared translation prompt) is left to vLLM's default: it is on where the
         # architecture supports it, and some releases refuse it for LFM2's hybrid conv layers.
@@ -155,7 +159,7 @@ class VLLMEngine:
 
         params = SamplingParams(temperature=generation.temperature, max_tokens=generation.max_new_tokens)
         log.info("%s: %d conversations on vLLM", desc, len(conversations))
-        outputs = self.llm.chat(list(conversations), params, use_tqdm=True)
+        outputs = self.llm.chat(list(conversations), params, use_tqdm=True, chat_template=self.chat_template)
         return [
             Completion(o.outputs[0].text.strip(), len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length")
             for o in outputs
@@ -197,10 +201,11 @@ class LazyEngine:
             self.engine.close()
 
 
-def load_engine(model_path: str, backend: str, generation: Generation) -> GenerationEngine:
+def load_engine(model_path: str, backend: str, generation: Generation, chat_template: str | None = None) -> GenerationEngine:
+    """An engine for ``model_path``; ``chat_template`` (a recipe value) overrides the tokenizer's own."""
     chosen = pick_backend(backend)
     if chosen == "vllm":
         if importlib.util.find_spec("vllm") is None:
             raise RuntimeError("engine 'vllm' was asked for but the vllm package is not installed in this image")
-        return VLLMEngine(model_path, generation)
-    return TransformersEngine(model_path)
+        return VLLMEngine(model_path, generation, chat_template)
+    return TransformersEngine(model_path, chat_template)

@@ -16,6 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hala.chat_templates import check_chat_template
+
 BENCHMARKS = ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")
 Benchmark = Literal["alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht"]
 Layout = Literal["auto", "opus", "columns", "instruction", "sharegpt", "messages"]
@@ -52,6 +54,16 @@ def classify_ref(ref: str) -> str:
 def _check_ref(value: str) -> str:
     classify_ref(value)
     return value
+
+
+def _check_template(value: str | None) -> str | None:
+    return None if value is None else check_chat_template(value)
+
+
+_CHAT_TEMPLATE_HELP = (
+    "chat template to train and generate with, over the tokenizer's own: a name ('chatml') or Jinja text "
+    "with {% generation %} markers around the assistant's turn; required when the tokenizer has none"
+)
 
 
 class DatasetRef(Section):
@@ -103,6 +115,23 @@ class Training(Section):
         0, ge=0, description="write a checkpoint every this many optimizer steps (0: none); a rerun resumes from the last"
     )
     save_total_limit: int = Field(2, gt=0, description="checkpoints kept on disk")
+    packing: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="pack several conversations into each max_length row, without padding. auto packs where it pays "
+        "and is exact: on a GPU with sdpa or flash attention (on a CPU packing is slower than padded batches), and "
+        "when a probe shows the model keeps packed sequences apart (LFM2's conv layers do not without their "
+        "causal-conv1d kernel)",
+    )
+    attention: Literal["default", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"] = Field(
+        "default", description="attention kernel for training (transformers' attn_implementation); default: sdpa"
+    )
+    strategy: Literal["single", "ddp", "fsdp"] = Field(
+        "single",
+        description="single: one process; ddp: one process per GPU, each holding the model; fsdp: one process "
+        "per GPU with weights, gradients and optimizer state sharded (for models that do not fit one GPU)",
+    )
+    processes: int = Field(0, ge=0, description="processes for ddp/fsdp; 0 means one per visible GPU")
+    gradient_checkpointing: bool = Field(True, description="recompute activations on GPU to save memory")
 
 
 class Languages(Section):
@@ -232,11 +261,13 @@ class Translator(Section):
     """Stage 4: SFT of the lightweight translator on bootstrap + filtered pairs."""
 
     base: str
+    chat_template: str | None = Field(None, description=_CHAT_TEMPLATE_HELP)
     training: Training = Training()
     eval_dataset: DatasetRef = Field(description="held-out pairs the training never sees")
     generation: Generation = Generation()
 
     _ref = field_validator("base")(_check_ref)
+    _template = field_validator("chat_template")(_check_template)
 
 
 class Corpus(TranslationJob):
@@ -254,8 +285,10 @@ class Corpus(TranslationJob):
 class Student(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", description="short name used in run and model names")
     base: str
+    chat_template: str | None = Field(None, description=_CHAT_TEMPLATE_HELP)
 
     _ref = field_validator("base")(_check_ref)
+    _template = field_validator("chat_template")(_check_template)
 
 
 class Students(Section):

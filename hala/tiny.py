@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hala.chat_templates import CHATML
 from hala.corpora import bundled_path, read_jsonl
 from hala.recipe import Bootstrap, Judge, Training
 
@@ -28,17 +29,6 @@ log = logging.getLogger(__name__)
 # Bump when a builder changes so cached models are rebuilt.
 BUILDER_VERSION = "2"
 SPECIAL_TOKENS = ["<|pad|>", "<|startoftext|>", "<|im_end|>", "<|im_start|>"]
-# ChatML, as LFM2 uses; the generation markers let TRL compute the loss on assistant tokens only.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 @dataclass(frozen=True)
@@ -135,7 +125,7 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 2048):
         eos_token="<|im_end|>",
         additional_special_tokens=["<|im_start|>"],
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = CHATML
     fast.save_pretrained(str(out_dir))
     return fast
 

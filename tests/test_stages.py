@@ -199,3 +199,28 @@ def test_compare_student_reports_the_best_merge_as_merged(monkeypatch, smoke_rec
     assert table["metrics"]["merge_best_t"] == 0.5 and "merged_t0.30_average" in table["metrics"]
     single = evaluate.compare_student("b", "s", {0.5: "m/t0.50"}, smoke_recipe)
     assert set(single["results"]) == {"base", "sft", "merged"}  # no sweep, no duplicate role
+
+
+@pytest.mark.gpu
+def test_fp8_copy_runs_on_a_gpu_and_predicts_like_the_original(tiny, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tiny("student-m")
+    compress_fp8(base, tmp_path / "fp8", "FP8_DYNAMIC", ["lm_head"])
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    ids = tokenizer([en for conv in CONVERSATIONS[:3] for en in [conv[0]["content"]]], return_tensors="pt", padding=True)
+    ids = {k: v.cuda() for k, v in ids.items()}
+    logits = {}
+    for name, path in (("original", base), ("fp8", tmp_path / "fp8")):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="cuda").eval()
+        with torch.no_grad():
+            logits[name] = model(**ids).logits.float()
+        if name == "fp8":
+            # transformers read the compressed-tensors FP8 checkpoint through its quantizer.
+            assert model.config.quantization_config is not None
+            print("fp8 parameter dtypes:", sorted({str(p.dtype) for p in model.parameters()}))
+    mask = ids["attention_mask"].bool()
+    agree = (logits["original"].argmax(-1) == logits["fp8"].argmax(-1))[mask].float().mean().item()
+    assert agree >= 0.9, f"FP8 copy agrees on the next token {agree:.0%} of the time"

@@ -67,11 +67,15 @@ def evaluate_benchmarks(model_path: str, evaluation: Evaluation, engine: str = "
     }
 
 
-def evaluate_translation(model_path: str, recipe: Recipe) -> dict[str, float]:
-    """chrF, chrF++ and BLEU of ``model_path`` on the translator's held-out pairs."""
+def evaluate_translation(model_path: str, recipe: Recipe, chat_template: str | None = None) -> dict[str, float]:
+    """chrF, chrF++ and BLEU of ``model_path`` on the translator's held-out pairs.
+
+    ``chat_template`` is for a base model without one of its own (the recipe's translator template);
+    a trained translator carries the template it was trained with.
+    """
     section = recipe.translator
     pairs = read_pairs(section.eval_dataset, recipe.languages.source, recipe.languages.target)
-    engine = load_engine(model_path, recipe.engine, section.generation)
+    engine = load_engine(model_path, recipe.engine, section.generation, chat_template)
     try:
         hyps = translate_texts(engine, [p[0] for p in pairs], recipe.bootstrap.prompt, section.generation, desc="eval: translating")
     finally:

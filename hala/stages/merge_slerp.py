@@ -60,6 +60,7 @@ def merge_slerp(base: str, other: str, merge: Merge, out_dir: Path, t: float | N
     """Write slerp(base, other, t) to ``out_dir``; returns the merge description (base, other, t, config)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
+    from transformers import AutoTokenizer
 
     t = merge.candidates[0] if t is None else t
     base_path, other_path = Path(base), Path(other)
@@ -70,6 +71,9 @@ def merge_slerp(base: str, other: str, merge: Merge, out_dir: Path, t: float | N
         str(out_dir),
         MergeOptions(copy_tokenizer=True, write_model_card=True, lazy_unpickle=False, quiet=True),
     )
+    # mergekit copies the base's tokenizer; the vocabularies were checked equal, but the chat template
+    # the model was fine-tuned with (perhaps the recipe's, for a base that had none) is the fine-tuned one's.
+    AutoTokenizer.from_pretrained(str(other_path)).save_pretrained(str(out_dir))
     return {"base": config["base_model"], "other": str(other_path.resolve()), "t": t, "config": config}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from hala.corpora import read_jsonl
 from hala.models import resolve_model
 from hala.recipe import Recipe
-from hala.stages.train_sft import train_sft
+from hala.launch import run_sft
 
 
 def student_by_name(recipe: Recipe, name: str):
@@ -21,4 +21,6 @@ def student_by_name(recipe: Recipe, name: str):
 def train_student(recipe: Recipe, name: str, corpus_file: Path, out_dir: Path) -> dict[str, float]:
     student = student_by_name(recipe, name)
     conversations = [row["messages"] for row in read_jsonl(corpus_file)]
-    return train_sft(resolve_model(student.base), conversations, recipe.students.training, Path(out_dir))
+    return run_sft(
+        resolve_model(student.base), conversations, recipe.students.training, Path(out_dir), chat_template=student.chat_template
+    )

@@ -8,7 +8,7 @@ from hala.corpora import iter_jsonl
 from hala.models import resolve_model
 from hala.recipe import Recipe
 from hala.stages.bootstrap_bilingual import turn_pairs
-from hala.stages.train_sft import train_sft
+from hala.launch import run_sft
 
 
 def translator_conversations(recipe: Recipe, bilingual_file: Path, pairs_file: Path) -> list[list[dict[str, str]]]:
@@ -24,4 +24,5 @@ def translator_conversations(recipe: Recipe, bilingual_file: Path, pairs_file: P
 
 def train_translator(recipe: Recipe, bilingual_file: Path, pairs_file: Path, out_dir: Path) -> dict[str, float]:
     conversations = translator_conversations(recipe, bilingual_file, pairs_file)
-    return train_sft(resolve_model(recipe.translator.base), conversations, recipe.translator.training, Path(out_dir))
+    section = recipe.translator
+    return run_sft(resolve_model(section.base), conversations, section.training, Path(out_dir), chat_template=section.chat_template)

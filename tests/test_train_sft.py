@@ -1,0 +1,165 @@
+"""The SFT stage's packing, chat templates and launcher, on tiny models."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from hala.chat_templates import CHATML
+from hala.launch import LaunchError, run_sft
+from hala.recipe import RecipeError, Training, load_recipe, parse_recipe
+from hala.stages.train_sft import PACKING_LEAK_TOLERANCE, packing_leak, train_sft
+from tests.test_stages import CONVERSATIONS
+
+TRAINING = dict(epochs=2, learning_rate=1e-2, batch_size=4, max_length=96)
+
+
+@pytest.fixture(scope="module")
+def attention_only(tiny, tmp_path_factory):
+    """A tiny Llama (attention layers only) on the smoke tokenizer: packing keeps its sequences apart."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("llama")
+    tokenizer = AutoTokenizer.from_pretrained(tiny("student-s"))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def test_packing_probe_tells_attention_from_unmasked_convolution(tiny, attention_only):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def leak(path):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return packing_leak(model, AutoTokenizer.from_pretrained(path).pad_token_id)
+
+    assert leak(attention_only) == 0.0
+    # LFM2's short convolutions reach two tokens back across the boundary without the kernel's seq_idx.
+    assert leak(tiny("student-s")) > 100 * PACKING_LEAK_TOLERANCE
+
+
+def test_packed_training_fills_rows_and_learns(attention_only, tmp_path):
+    packed = train_sft(attention_only, CONVERSATIONS, Training(**TRAINING, packing="always"), tmp_path / "packed")
+    padded = train_sft(attention_only, CONVERSATIONS, Training(**TRAINING, packing="never"), tmp_path / "padded")
+    assert packed["packed"] == 1.0 and padded["packed"] == 0.0
+    # 12 short conversations fit a few 96-token rows; unpacked, each is its own row.
+    assert packed["train_rows"] < 12 == padded["train_rows"]
+    assert packed["train_steps"] < padded["train_steps"]
+    assert packed["train_tokens"] == padded["train_tokens"]
+    assert packed["packing_leak"] < PACKING_LEAK_TOLERANCE
+
+
+def test_packing_auto_falls_back_for_a_model_that_mixes_sequences(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hala.stages.train_sft import decide_packing
+
+    path = tiny("student-s")
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa")
+    packing, leak = decide_packing(model, AutoTokenizer.from_pretrained(path), Training(), on_gpu=True)
+    assert packing is False and leak > PACKING_LEAK_TOLERANCE
+    forced = train_sft(tiny("student-s"), CONVERSATIONS, Training(**TRAINING, packing="always"), tmp_path / "forced")
+    assert forced["packed"] == 1.0 and forced["train_rows"] < 12
+
+
+@pytest.fixture
+def no_template(tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "base-without-template"
+    shutil.copytree(tiny("student-s"), folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert not tokenizer.chat_template
+    return str(folder)
+
+
+def test_a_tokenizer_without_template_needs_one_from_the_recipe(no_template, tmp_path):
+    from transformers import AutoTokenizer
+
+    with pytest.raises(ValueError, match="has no chat template; set chat_template in its recipe section"):
+        train_sft(no_template, CONVERSATIONS, Training(**TRAINING), tmp_path / "refused")
+    metrics = train_sft(no_template, CONVERSATIONS, Training(**TRAINING), tmp_path / "ok", chat_template="chatml")
+    assert metrics["train_steps"] > 0
+    # The trained model carries the template it learned, so generation and serving use it.
+    assert AutoTokenizer.from_pretrained(tmp_path / "ok").chat_template == CHATML
+
+
+def test_a_template_without_assistant_markers_is_refused(no_template, tmp_path):
+    plain = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(ValueError, match="marks no assistant tokens"):
+        train_sft(no_template, CONVERSATIONS, Training(**TRAINING), tmp_path / "x", chat_template=plain)
+
+
+def test_recipe_chat_template_must_be_a_name_or_jinja():
+    recipe = load_recipe("smoke").model_dump()
+    recipe["students"]["models"][0]["chat_template"] = "llama-ish"
+    with pytest.raises(RecipeError, match="chat_template 'llama-ish' is neither a known name"):
+        parse_recipe(recipe, "test")
+
+
+def test_ddp_runs_the_same_stage_on_two_processes_and_logs_its_loss(tiny, tmp_path):
+    import mlflow
+    from transformers import AutoModelForCausalLM
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        metrics = run_sft(
+            tiny("student-s"), CONVERSATIONS, Training(**TRAINING, strategy="ddp", processes=2), tmp_path / "out", metric_prefix="s_"
+        )
+    assert metrics["processes"] == 2.0
+    # Two ranks of 4 rows: 12 rows per epoch take 2 steps, where one process takes 3.
+    assert metrics["train_steps"] == 4.0
+    losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "s_loss")
+    assert len(losses) >= 2 and losses[-1].value < losses[0].value
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out") is not None
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_fsdp_without_a_gpu_is_refused_in_one_line(tiny, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the gpu test covers FSDP")
+    with pytest.raises(LaunchError, match="strategy fsdp shards the model across GPUs and this machine has none"):
+        run_sft(tiny("student-s"), CONVERSATIONS, Training(strategy="fsdp"), tmp_path)
+
+
+@pytest.mark.gpu
+def test_fsdp_on_a_gpu_trains_and_saves_a_whole_model(tiny, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from transformers import AutoModelForCausalLM
+
+    metrics = run_sft(tiny("student-s"), CONVERSATIONS, Training(**TRAINING, strategy="fsdp", processes=1), tmp_path / "out")
+    assert metrics["processes"] == 1.0 and metrics["fsdp"] == 1.0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "lfm2"
+
+
+def test_packing_auto_packs_only_where_it_pays(attention_only, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hala.stages.train_sft import decide_packing
+
+    tokenizer = AutoTokenizer.from_pretrained(attention_only)
+    sdpa = AutoModelForCausalLM.from_pretrained(attention_only, attn_implementation="sdpa")
+    assert decide_packing(sdpa, tokenizer, Training(), on_gpu=False) == (False, None)
+    assert decide_packing(sdpa, tokenizer, Training(), on_gpu=True) == (True, 0.0)
+    assert decide_packing(sdpa, tokenizer, Training(packing="always"), on_gpu=False) == (True, 0.0)
+    assert decide_packing(sdpa, tokenizer, Training(packing="never"), on_gpu=True) == (False, None)
+    eager = AutoModelForCausalLM.from_pretrained(attention_only, attn_implementation="eager")
+    assert decide_packing(eager, tokenizer, Training(), on_gpu=True) == (False, None)
