@@ -18,7 +18,10 @@ def train_student(
     from hala.stages.train_student import train_student as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"train_student[{student}]", "students") as recipe:
-        metrics = run(recipe, student, Path(corpus.path) / "corpus.jsonl", Path(checkpoint.path))
+    parent = mlflow_run.metadata["run_id"]
+    with pipeline_stage(recipe_json, tracking_uri, parent, f"train_student[{student}]", "students") as recipe:
+        # Checkpoints in S3 (when the recipe has storage) survive a retried pod, which resumes from them.
+        checkpoints = recipe.storage.run_uri(parent, "checkpoints", f"student-{student}") if recipe.storage else None
+        metrics = run(recipe, student, Path(corpus.path) / "corpus.jsonl", Path(checkpoint.path), checkpoints)
         log_stage_metrics(metrics)
     checkpoint.metadata.update({**metrics, "student": student})

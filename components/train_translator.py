@@ -18,7 +18,12 @@ def train_translator(
     from hala.stages.train_translator import train_translator as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "train_translator", "translator") as recipe:
-        metrics = run(recipe, Path(bilingual.path) / "bilingual.jsonl", Path(pairs.path) / "pairs.jsonl", Path(translator.path))
+    parent = mlflow_run.metadata["run_id"]
+    with pipeline_stage(recipe_json, tracking_uri, parent, "train_translator", "translator") as recipe:
+        # Checkpoints in S3 (when the recipe has storage) survive a retried pod, which resumes from them.
+        checkpoints = recipe.storage.run_uri(parent, "checkpoints", "translator") if recipe.storage else None
+        metrics = run(
+            recipe, Path(bilingual.path) / "bilingual.jsonl", Path(pairs.path) / "pairs.jsonl", Path(translator.path), checkpoints
+        )
         log_stage_metrics(metrics)
     translator.metadata.update(metrics)

@@ -148,6 +148,10 @@ def _has_lone_surrogate(row: dict) -> bool:
 
 def _raw_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
     path = local_path(ds.path)
+    if classify_ref(ds.path) == "s3":
+        from hala.storage import fetch_file
+
+        path = fetch_file(ds.path)
     if path is not None:
         if not path.is_file():
             raise DataError(f"dataset {ds.path}: file {path} does not exist")
@@ -165,8 +169,6 @@ def _raw_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
             return
         yield from _jsonl_rows(path, ds.max_row_bytes)
         return
-    if classify_ref(ds.path) == "s3":
-        raise DataError(f"dataset {ds.path}: reading datasets from s3:// needs the storage module (not configured)")
     from datasets import load_dataset
 
     yield from enumerate(load_dataset(ds.path, ds.subset, split=ds.split, streaming=True), 1)

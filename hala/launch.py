@@ -45,10 +45,14 @@ def run_sft(
     *,
     chat_template: str | None = None,
     metric_prefix: str = "",
+    checkpoint_uri: str | None = None,
 ) -> dict[str, float]:
     """Train as the recipe's strategy says and return the metrics of ``train_sft``."""
     if training.strategy == "single":
-        return train_sft(base_model, conversations, training, out_dir, chat_template=chat_template, metric_prefix=metric_prefix)
+        return train_sft(
+            base_model, conversations, training, out_dir,
+            chat_template=chat_template, metric_prefix=metric_prefix, checkpoint_uri=checkpoint_uri,
+        )  # fmt: skip
     import torch
 
     if training.strategy == "fsdp" and not torch.cuda.is_available():
@@ -73,6 +77,7 @@ def run_sft(
                     "chat_template": chat_template,
                     "metric_prefix": metric_prefix,
                     "mlflow_run_id": run.info.run_id if run else None,
+                    "checkpoint_uri": checkpoint_uri,
                     "metrics": str(Path(tmp) / "metrics.json"),
                 }
             )

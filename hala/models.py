@@ -16,7 +16,8 @@ def resolve_model(ref: str) -> str:
     """A path or hub id that transformers, vLLM and mergekit can load.
 
     ``tiny:NAME`` builds (once) and returns a local tiny model; local paths must exist;
-    hub ids pass through for the libraries to fetch on a cluster.
+    ``s3://`` folders are downloaded into the cache (``hala.storage``); hub ids pass through
+    for the libraries to fetch on a cluster.
     """
     kind = classify_ref(ref)
     if kind == "tiny":
@@ -29,7 +30,12 @@ def resolve_model(ref: str) -> str:
             raise ModelError(f"model {ref}: no config.json in {path}")
         return str(Path(path).resolve())
     if kind == "s3":
-        raise ModelError(f"model {ref}: s3:// models need the storage module (not configured)")
+        from hala.storage import fetch_dir
+
+        path = fetch_dir(ref)
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model {ref}: no config.json under this prefix")
+        return str(path)
     if kind == "hub":
         return ref
     raise ModelError(f"model {ref}: not a model reference")

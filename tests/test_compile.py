@@ -44,6 +44,8 @@ def test_real_recipes_compile_with_every_stage(tmp_path):
         recipe = load_recipe(name)
         default = spec["root"]["inputDefinitions"]["parameters"]["recipe_json"]["defaultValue"]
         assert default == recipe.to_json()
+        root = "s3://hala/runs/pipeline-root" if recipe.storage else None
+        assert spec.get("defaultPipelineRoot") == root
 
 
 def test_students_and_corpus_workers_fan_out_with_parallelfor(tmp_path):
@@ -67,3 +69,4 @@ def test_each_stage_runs_in_its_family_image(tmp_path):
     assert images["bootstrap-bilingual"].endswith("/hala-vllm:0.1.0")
     assert images["merge-student"].endswith("/hala-merge:0.1.0")
     assert images["evaluate-student"].endswith("/hala-eval:0.1.0")
+

@@ -149,12 +149,15 @@ def train_sft(
     metric_prefix: str = "",
     callbacks: Sequence[object] = (),
     mlflow_run_id: str | None = None,
+    checkpoint_uri: str | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``base_model`` on ``conversations`` and save model and tokenizer to ``out_dir``.
 
     Runs in this process; under torchrun (``hala.launch``) every rank calls it and the trainer
-    shares the work. Returns the final training loss, the number of optimizer steps, whether
-    conversations were packed, and throughput. Refuses an empty dataset, conversations without an
+    shares the work. With ``checkpoint_uri`` (s3://...), every checkpoint is also uploaded there,
+    and a run that starts without local checkpoints (a new pod) resumes from the last one there.
+    Returns the final training loss, the number of optimizer steps, whether conversations were
+    packed, and throughput. Refuses an empty dataset, conversations without an
     assistant turn, and a tokenizer without a chat template when the recipe gives none.
     """
     import torch
@@ -203,18 +206,23 @@ def train_sft(
     if mlflow_run_id is None and mlflow is not None and mlflow.active_run() is not None:
         mlflow_run_id = mlflow.active_run().info.run_id
     loss_logger = [_MlflowLoss(metric_prefix, mlflow_run_id)] if mlflow_run_id else []
+    checkpoints = out_dir / "checkpoints"
+    remote = []
+    if checkpoint_uri and training.save_steps:
+        _restore_checkpoints(checkpoint_uri, checkpoints)
+        remote = [_CheckpointUpload(checkpoint_uri, checkpoints)]
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[*loss_logger, *callbacks],
+        callbacks=[*loss_logger, *remote, *callbacks],
     )
     rows = trainer.train_dataset["input_ids"]
     tokens = sum(len(ids) for ids in rows)
     # A checkpoint left by an earlier, interrupted attempt (a preempted pod, a crash) is resumed:
     # weights, optimizer, scheduler, data order and step count all continue from it.
-    checkpoint = _last_checkpoint(out_dir / "checkpoints")
+    checkpoint = _last_checkpoint(checkpoints)
     if checkpoint is not None:
         log.info("resuming %s from %s", base_model, checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -223,7 +231,11 @@ def train_sft(
         tokenizer.save_pretrained(str(out_dir))
         # Checkpoints (weights + optimizer state, several times the model) only serve a resume;
         # the finished model folder is what gets merged, evaluated and registered.
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        if remote:
+            from hala.storage import ObjectStore
+
+            ObjectStore.from_env().remove_prefix(checkpoint_uri)
     runtime = float(result.metrics.get("train_runtime", 0.0))
     log.info("trainer: %s on %d processes, fsdp %s", trainer.accelerator.distributed_type, trainer.args.world_size, trainer.is_fsdp_enabled)
     log.info(
@@ -250,6 +262,45 @@ def train_sft(
     if leak is not None:
         metrics["packing_leak"] = leak
     return metrics
+
+
+def _restore_checkpoints(uri: str, folder: Path) -> None:
+    """Bring the newest complete checkpoint under ``uri`` into ``folder`` when it has none of its own."""
+    from hala.storage import ObjectStore
+
+    if _last_checkpoint(folder) is not None:
+        return
+    store = ObjectStore.from_env()
+    complete = [name.split("/")[0] for name, _ in store.list(uri) if name.endswith("/trainer_state.json")]
+    steps = [int(n.removeprefix("checkpoint-")) for n in complete if n.removeprefix("checkpoint-").isdigit()]
+    if steps:
+        newest = f"checkpoint-{max(steps)}"
+        log.info("restoring %s from %s", newest, uri)
+        store.download_dir(f"{uri.rstrip('/')}/{newest}", folder / newest)
+
+
+class _CheckpointUpload:
+    """Upload each checkpoint as the trainer writes it (main process only), trainer_state.json last.
+
+    A resume takes only checkpoints with trainer_state.json, so one whose upload was cut short is passed over.
+    """
+
+    def __new__(cls, uri: str, folder: Path):
+        from transformers import TrainerCallback
+
+        from hala.storage import ObjectStore
+
+        class Callback(TrainerCallback):
+            def on_save(self, args, state, control, **kwargs):
+                if not state.is_world_process_zero:
+                    return
+                name = f"checkpoint-{state.global_step}"
+                store, local, target = ObjectStore.from_env(), folder / name, f"{uri.rstrip('/')}/{name}"
+                for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != "trainer_state.json"):
+                    store.upload_file(path, f"{target}/{path.relative_to(local).as_posix()}")
+                store.upload_file(local / "trainer_state.json", f"{target}/trainer_state.json")
+
+        return Callback()
 
 
 def _check_generation_markers(tokenizer, model: str) -> None:
@@ -300,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         chat_template=job["chat_template"],
         metric_prefix=job["metric_prefix"],
         mlflow_run_id=job["mlflow_run_id"],
+        checkpoint_uri=job["checkpoint_uri"],
     )
     import torch.distributed as dist
 

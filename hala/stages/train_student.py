@@ -18,9 +18,13 @@ def student_by_name(recipe: Recipe, name: str):
     raise ValueError(f"no student named {name!r} in the recipe; students: {known}")
 
 
-def train_student(recipe: Recipe, name: str, corpus_file: Path, out_dir: Path) -> dict[str, float]:
+def train_student(
+    recipe: Recipe, name: str, corpus_file: Path, out_dir: Path, checkpoint_uri: str | None = None
+) -> dict[str, float]:
+    """SFT of student ``name``; ``checkpoint_uri`` (s3://) keeps its checkpoints beyond this pod."""
     student = student_by_name(recipe, name)
     conversations = [row["messages"] for row in read_jsonl(corpus_file)]
     return run_sft(
-        resolve_model(student.base), conversations, recipe.students.training, Path(out_dir), chat_template=student.chat_template
-    )
+        resolve_model(student.base), conversations, recipe.students.training, Path(out_dir),
+        chat_template=student.chat_template, checkpoint_uri=checkpoint_uri,
+    )  # fmt: skip

@@ -22,7 +22,13 @@ def translator_conversations(recipe: Recipe, bilingual_file: Path, pairs_file: P
     return [[{"role": "user", "content": prompt.format(text=s)}, {"role": "assistant", "content": t}] for s, t in pairs]
 
 
-def train_translator(recipe: Recipe, bilingual_file: Path, pairs_file: Path, out_dir: Path) -> dict[str, float]:
+def train_translator(
+    recipe: Recipe, bilingual_file: Path, pairs_file: Path, out_dir: Path, checkpoint_uri: str | None = None
+) -> dict[str, float]:
+    """SFT of the translator; ``checkpoint_uri`` (s3://) keeps its checkpoints beyond this pod."""
     conversations = translator_conversations(recipe, bilingual_file, pairs_file)
     section = recipe.translator
-    return run_sft(resolve_model(section.base), conversations, section.training, Path(out_dir), chat_template=section.chat_template)
+    return run_sft(
+        resolve_model(section.base), conversations, section.training, Path(out_dir),
+        chat_template=section.chat_template, checkpoint_uri=checkpoint_uri,
+    )  # fmt: skip

@@ -1,0 +1,281 @@
+"""Objects in S3-compatible storage (MinIO, SeaweedFS, AWS S3): the one place hala reads and writes ``s3://``.
+
+Settings come from the environment, under the names AWS tools use: ``AWS_ENDPOINT_URL`` (its
+scheme says whether TLS is on), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and optionally
+``AWS_REGION``. On a cluster, the keys come from the Kubernetes Secret the recipe names, so they
+never pass through a recipe, a pipeline parameter or a log.
+
+Transfers are per file and verified: after an upload, the object's size and ETag must match the
+local file's, so a rerun skips what is already there and redoes only what is missing or
+different (an interrupted upload resumes file by file). Large files go up in parallel multipart
+parts. Downloads resume a partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from hala.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+# Multipart part size of every upload; the ETag of a multipart object depends on it.
+PART_SIZE = 64 * 1024 * 1024
+PARALLEL_PARTS = 4
+RETRIES = 4
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class StorageError(RuntimeError):
+    """An S3 transfer or setting that failed; the message names the endpoint or object."""
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as (bucket, key); the key may be empty (the bucket's root)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StorageError(f"{uri!r} is not an s3://bucket/key URI")
+    if not _BUCKET.match(parsed.netloc):
+        raise StorageError(f"{uri}: {parsed.netloc!r} is not a bucket name (3-63 lowercase letters, digits, '.' and '-')")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def local_etag(path: Path, part_size: int | None = None) -> str:
+    """The ETag S3 gives ``path`` uploaded in ``part_size`` parts (default PART_SIZE): MD5, or MD5 of part MD5s with a count."""
+    part_size = part_size or PART_SIZE
+    size = path.stat().st_size
+    digests = []
+    with path.open("rb") as f:
+        while chunk := f.read(part_size):
+            digests.append(hashlib.md5(chunk, usedforsecurity=False))
+    if size <= part_size:
+        return (digests[0] if digests else hashlib.md5(b"", usedforsecurity=False)).hexdigest()
+    combined = hashlib.md5(b"".join(d.digest() for d in digests), usedforsecurity=False)
+    return f"{combined.hexdigest()}-{len(digests)}"
+
+
+@dataclass
+class Transfer:
+    """What a directory transfer did."""
+
+    files: int = 0
+    bytes: int = 0
+    skipped: int = 0  # already there, same size and ETag
+
+
+class ObjectStore:
+    """An S3 endpoint with retries (urllib3) and verified, resumable directory transfers (minio client)."""
+
+    def __init__(self, endpoint: str, access_key: str | None, secret_key: str | None, region: str | None = None):
+        import urllib3
+        from minio import Minio
+
+        parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise StorageError(f"S3 endpoint {endpoint!r} is not an http(s)://host:port URL")
+        self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
+        # Bounded retries with backoff for refused connections, timeouts and 5xx answers.
+        retry = urllib3.Retry(
+            total=RETRIES, connect=RETRIES, read=RETRIES, backoff_factor=0.5,
+            status_forcelist=(500, 502, 503, 504), allowed_methods=None, raise_on_status=False,
+        )  # fmt: skip
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=120), retries=retry, maxsize=PARALLEL_PARTS * 4
+        )
+        self.client = Minio(
+            parsed.netloc,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=parsed.scheme == "https",
+            region=region,
+            http_client=http,
+        )
+
+    @classmethod
+    def from_env(cls) -> ObjectStore:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if not endpoint:
+            raise StorageError("s3:// URIs need AWS_ENDPOINT_URL (and AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in the environment")
+        return cls(
+            endpoint, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_REGION")
+        )
+
+    def _call(self, what: str, fn, *args, missing_ok: bool = False, **kwargs):
+        """Run one client call; turn connection and S3 errors into one line naming the endpoint.
+
+        With ``missing_ok``, a missing object or key answers None instead.
+        """
+        import urllib3
+        from minio.error import MinioException, S3Error
+
+        try:
+            return fn(*args, **kwargs)
+        except S3Error as err:
+            if missing_ok and err.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return None
+            raise StorageError(f"{what} at {self.endpoint}: {err.code}: {err.message}") from None
+        except (urllib3.exceptions.HTTPError, MinioException, OSError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise StorageError(
+                f"S3 endpoint {self.endpoint} failed {what} after {RETRIES} retries: {type(reason).__name__}: {reason}"
+            ) from None
+
+    # -- single objects -------------------------------------------------------------------
+
+    def stat(self, uri: str):
+        """The object's stat, or None when there is none."""
+        bucket, key = split_uri(uri)
+        return self._call(f"stat of {uri}", self.client.stat_object, bucket, key, missing_ok=True)
+
+    def same(self, path: Path, uri: str) -> bool:
+        """Whether ``uri`` already holds exactly ``path`` (size and ETag)."""
+        found = self.stat(uri)
+        return found is not None and found.size == path.stat().st_size and _etag_matches(path, found.etag)
+
+    def upload_file(self, path: Path, uri: str) -> bool:
+        """Upload ``path`` unless ``uri`` already holds it; returns whether bytes moved. Verified after."""
+        path = Path(path)
+        if self.same(path, uri):
+            return False
+        bucket, key = split_uri(uri)
+        self._call(
+            f"upload of {uri}", self.client.fput_object, bucket, key, str(path),
+            part_size=PART_SIZE, num_parallel_uploads=PARALLEL_PARTS,
+        )  # fmt: skip
+        if not self.same(path, uri):
+            raise StorageError(f"upload of {uri}: the stored object's size or ETag differs from {path}")
+        return True
+
+    def download_file(self, uri: str, path: Path) -> bool:
+        """Download ``uri`` to ``path`` unless it is already there; returns whether bytes moved.
+
+        The minio client writes ``path.<etag>.part.minio`` and renames it when complete, and a
+        rerun continues a partial file from where it stopped.
+        """
+        path = Path(path)
+        found = self.stat(uri)
+        if found is None:
+            raise StorageError(f"{uri}: no such object at {self.endpoint}")
+        if path.is_file() and path.stat().st_size == found.size and _etag_matches(path, found.etag):
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bucket, key = split_uri(uri)
+        self._call(f"download of {uri}", self.client.fget_object, bucket, key, str(path))
+        if path.stat().st_size != found.size or not _etag_matches(path, found.etag):
+            raise StorageError(f"download of {uri}: {path} differs from the stored object (size or ETag)")
+        return True
+
+    # -- directories ----------------------------------------------------------------------
+
+    def list(self, uri: str) -> Iterator[tuple[str, int]]:
+        """(relative name, size) of every object under the prefix ``uri``."""
+        bucket, prefix = split_uri(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        objects = self._call(f"listing of {uri}", lambda: list(self.client.list_objects(bucket, prefix=prefix, recursive=True)))
+        for obj in objects:
+            if not obj.is_dir:
+                yield obj.object_name[len(prefix) :], obj.size
+
+    def upload_dir(self, local: Path, uri: str, workers: int = 4) -> Transfer:
+        """Upload every file under ``local`` to the prefix ``uri``; files already there are skipped."""
+        local = Path(local)
+        if not local.is_dir():
+            raise StorageError(f"upload of {uri}: {local} is not a folder")
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        total = sum(p.stat().st_size for p in files)
+        result = Transfer()
+        with progress_bar(f"upload to {uri}", total=total, unit="B") as bar, ThreadPoolExecutor(workers) as pool:
+            moved = pool.map(lambda p: self.upload_file(p, join_uri(uri, p.relative_to(local).as_posix())), files)
+            for path, did in zip(files, moved, strict=True):
+                size = path.stat().st_size
+                result.files += 1
+                result.bytes += size if did else 0
+                result.skipped += 0 if did else 1
+                bar.update(size)
+        log.info("uploaded %s to %s: %d files, %d bytes, %d already there", local, uri, result.files, result.bytes, result.skipped)
+        return result
+
+    def download_dir(self, uri: str, local: Path, workers: int = 4) -> Transfer:
+        """Download every object under the prefix ``uri`` into ``local``; files already there are skipped."""
+        local = Path(local)
+        objects = list(self.list(uri))
+        if not objects:
+            raise StorageError(f"{uri}: no objects under this prefix at {self.endpoint}")
+        result = Transfer()
+        with progress_bar(f"download of {uri}", total=sum(s for _, s in objects), unit="B") as bar, ThreadPoolExecutor(workers) as pool:
+            moved = pool.map(lambda o: self.download_file(join_uri(uri, o[0]), local / o[0]), objects)
+            for (_, size), did in zip(objects, moved, strict=True):
+                result.files += 1
+                result.bytes += size if did else 0
+                result.skipped += 0 if did else 1
+                bar.update(size)
+        log.info("downloaded %s to %s: %d files, %d bytes, %d already there", uri, local, result.files, result.bytes, result.skipped)
+        return result
+
+    def remove_prefix(self, uri: str) -> int:
+        """Delete every object under the prefix ``uri``; returns how many there were."""
+        from minio.deleteobjects import DeleteObject
+
+        bucket, prefix = split_uri(uri)
+        names = [f"{prefix.rstrip('/')}/{name}" if prefix else name for name, _ in self.list(uri)]
+        errors = self._call(f"removal of {uri}", lambda: list(self.client.remove_objects(bucket, [DeleteObject(n) for n in names])))
+        if errors:
+            raise StorageError(f"removal of {uri}: {len(errors)} objects not deleted, e.g. {errors[0].name}: {errors[0].message}")
+        return len(names)
+
+    def check_writable(self, uri: str) -> None:
+        """Write and delete a small object under ``uri``: the bucket exists and these keys may write."""
+        import io
+
+        bucket, key = split_uri(join_uri(uri, ".hala-write-check"))
+        self._call(f"write check of {uri}", self.client.put_object, bucket, key, io.BytesIO(b"ok"), 2)
+        self._call(f"write check of {uri}", self.client.remove_object, bucket, key)
+
+
+def _etag_matches(path: Path, etag: str) -> bool:
+    """Compare a stored ETag with the local file's.
+
+    A multipart ETag depends on the part size, which the object does not record: objects hala
+    uploaded use PART_SIZE and are compared exactly; others, written with another part size,
+    are compared by size alone (done by the caller).
+    """
+    etag = etag.strip('"')
+    if "-" in etag:
+        parts = int(etag.rsplit("-", 1)[1])
+        size = path.stat().st_size
+        if -(-size // PART_SIZE) != parts:
+            return True
+    return local_etag(path) == etag
+
+
+def cache_dir() -> Path:
+    """Where ``s3://`` models and datasets are kept on this machine (under ``$HALA_CACHE``)."""
+    return Path(os.environ.get("HALA_CACHE", Path.home() / ".cache" / "hala")) / "s3"
+
+
+def fetch_file(uri: str) -> Path:
+    """A local copy of the object ``uri`` (downloaded once, verified, refreshed when it changes)."""
+    bucket, key = split_uri(uri)
+    target = cache_dir() / bucket / key
+    ObjectStore.from_env().download_file(uri, target)
+    return target
+
+
+def fetch_dir(uri: str) -> Path:
+    """A local copy of every object under the prefix ``uri`` (a model folder, a checkpoint)."""
+    bucket, key = split_uri(uri)
+    target = cache_dir() / bucket / key
+    ObjectStore.from_env().download_dir(uri, target)
+    return target
