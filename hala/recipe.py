@@ -21,6 +21,8 @@ from hala.chat_templates import check_chat_template
 BENCHMARKS = ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")
 Benchmark = Literal["alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht"]
 Layout = Literal["auto", "opus", "columns", "instruction", "sharegpt", "messages"]
+# Kinds of pipeline task that ask the cluster for the same kind of pod (pipelines/scheduling.py).
+Role = Literal["light", "quantize", "generation", "training", "merge", "evaluation"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -54,6 +56,15 @@ def classify_ref(ref: str) -> str:
 def _check_ref(value: str) -> str:
     classify_ref(value)
     return value
+
+
+def _without_credentials(url: str | None, instead: str) -> str | None:
+    """Refuse a URL with user:password in it: the recipe travels into the compiled pipeline and logs."""
+    from urllib.parse import urlparse
+
+    if url and (urlparse(url).username or urlparse(url).password):
+        raise ValueError(f"must not carry credentials (they would land in the compiled pipeline); give {instead} from a Secret in cluster.secrets")
+    return url
 
 
 def _check_template(value: str | None) -> str | None:
@@ -361,6 +372,11 @@ class Tracking(Section):
     experiment: str = "hala"
     registry_prefix: str = Field("hala", pattern=r"^[A-Za-z0-9][\w\-]*$")
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        return _without_credentials(value, "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
+
 
 class Storage(Section):
     """Where a run keeps what must outlive a pod: training checkpoints (and, on a cluster, KFP's artifacts).
@@ -374,6 +390,59 @@ class Storage(Section):
     def run_uri(self, run_id: str, *parts: str) -> str:
         """A run's place under ``uri``: s3://bucket/prefix/<run id>/<parts>."""
         return "/".join([self.uri.rstrip("/"), run_id, *parts])
+
+
+class Toleration(Section):
+    key: str
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+class Resources(Section):
+    """What the pods of one kind of task ask the cluster for."""
+
+    accelerator: str = Field("nvidia.com/gpu", description="accelerator resource name")
+    gpus: int | None = Field(
+        None, ge=0, description="accelerators per pod; None derives it from the stage (tensor_parallel_size, training.processes)"
+    )
+    cpu: str | None = Field(None, description="CPU request, e.g. '8'")
+    memory: str | None = Field(None, description="memory request and limit, e.g. '64Gi'")
+    shm: str | None = Field(None, description="size of a memory-backed /dev/shm (NCCL and dataloaders need one with several GPUs)")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+class SecretRef(Section):
+    """A Kubernetes Secret whose keys become environment variables of every task: by name only, never values."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    env: dict[str, str] = Field(min_length=1, description="environment variable -> key in the Secret")
+
+
+class Retries(Section):
+    count: int = Field(2, ge=0)
+    backoff: str = Field("60s", pattern=r"^\d+s$")
+    factor: float = Field(2.0, ge=1)
+    max_duration: str = Field("3600s", pattern=r"^\d+s$")
+
+
+class Cluster(Section):
+    """How the pipeline's pods run on Kubernetes (kfp-kubernetes); absent for local runs."""
+
+    s3_endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="AWS_ENDPOINT_URL given to every task, e.g. http://minio-service.kubeflow:9000"
+    )
+    secrets: list[SecretRef] = Field(default_factory=list)
+    model_cache: str | None = Field(None, description="PVC mounted at /models as the Hugging Face cache")
+    caching: bool = Field(True, description="let KFP reuse results of deterministic stages")
+    retries: Retries = Field(Retries(), description="for generation, training, quantization and evaluation pods")
+    resources: dict[Role, Resources] = Field(default_factory=dict)
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        return _without_credentials(value, "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
 
 
 class Recipe(Section):
@@ -393,6 +462,7 @@ class Recipe(Section):
     evaluation: Evaluation = Evaluation()
     tracking: Tracking = Tracking()
     storage: Storage | None = Field(None, description="S3 storage for checkpoints; None keeps them on the pod's disk")
+    cluster: Cluster | None = Field(None, description="Kubernetes settings of the pipeline's pods; None for local runs")
     promotion: Promotion = Promotion()
 
     def to_json(self) -> str:

@@ -20,11 +20,19 @@ from components.train_student import train_student
 from components.train_translator import train_translator
 from components.translate_corpus import collect_corpus, translate_corpus
 from hala.recipe import Recipe
+from pipelines.scheduling import place
 
 
 def build_pipeline(recipe: Recipe):
     """The pipeline function for ``recipe``: students fan out with ParallelFor."""
     students = [s.name for s in recipe.students.models]
+    tp = {
+        "teacher": recipe.teacher.generation.tensor_parallel_size,
+        "bootstrap": recipe.bootstrap.generation.tensor_parallel_size,
+        "judge": recipe.judge.generation.tensor_parallel_size,
+        "translator": recipe.translator.generation.tensor_parallel_size,
+        "corpus": recipe.corpus.generation.tensor_parallel_size,
+    }
 
     @dsl.pipeline(
         name=f"hala-translate-and-tune-{recipe.name}",
@@ -38,54 +46,65 @@ def build_pipeline(recipe: Recipe):
         parent_run_id: str = "",
     ) -> dsl.Artifact:
         opened = open_run(recipe_json=recipe_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
-        opened.set_display_name("open MLflow run")
+        place(opened.set_display_name("open MLflow run"), "open", recipe)
         # Every stage gets the recipe, the MLflow store and the parent run to nest under.
         common = {"recipe_json": recipe_json, "tracking_uri": tracking_uri, "mlflow_run": opened.outputs["mlflow_run"]}
-        teacher = quantize_teacher(**common).set_display_name("1. quantize teacher (FP8)")
+        teacher = place(quantize_teacher(**common).set_display_name("1. quantize teacher (FP8)"), "quantize", recipe, tp["teacher"])
         # The generation stages fan out over workers (each takes every n-th shard, one GPU pod
         # each on a cluster) and one task joins their parts, checking every shard is there once.
         with dsl.ParallelFor(list(range(recipe.bootstrap.shards.workers)), name="bootstrap-workers") as worker:
             boot_part = bootstrap_bilingual(
                 fp8_teacher=teacher.outputs["fp8_teacher"], worker=worker, **common
             ).set_display_name("2. bootstrap bilingual data (worker)")
+            place(boot_part, "generation", recipe, tp["bootstrap"])
         boot = collect_bilingual(parts=dsl.Collected(boot_part.outputs["part"]), **common).set_display_name(
             "2. collect bilingual data"
         )
-        screened = screen_pairs(**common).set_display_name("3. filter: heuristic checks")
+        place(boot, "light", recipe)
+        screened = place(screen_pairs(**common).set_display_name("3. filter: heuristic checks"), "light", recipe)
         with dsl.ParallelFor(list(range(recipe.judge.shards.workers)), name="judge-workers") as worker:
             judge_part = judge_pairs(
                 screened=screened.outputs["screened"], worker=worker, **common
             ).set_display_name("3. filter: LLM judge (worker)")
             judge_part.after(teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
+            place(judge_part, "generation", recipe, tp["judge"])
         judged = collect_pairs(
             screened=screened.outputs["screened"], parts=dsl.Collected(judge_part.outputs["part"]), **common
         ).set_display_name("3. filter: collect pairs")
+        place(judged, "light", recipe)
         translator = train_translator(
             bilingual=boot.outputs["bilingual"], pairs=judged.outputs["pairs"], **common
         ).set_display_name("4. train translator")
+        place(translator, "training", recipe, recipe.translator.training.processes or 1)
         translator_eval = evaluate_translator(
             translator=translator.outputs["translator"], **common
         ).set_display_name("8a. evaluate translator")
+        place(translator_eval, "evaluation", recipe, tp["translator"])
         with dsl.ParallelFor(list(range(recipe.corpus.shards.workers)), name="corpus-workers") as worker:
             part = translate_corpus(
                 translator=translator.outputs["translator"], worker=worker, **common
             ).set_display_name("5. translate corpus (worker)")
+            place(part, "generation", recipe, tp["corpus"])
         corpus = collect_corpus(parts=dsl.Collected(part.outputs["part"]), **common).set_display_name(
             "5. collect corpus"
         )
+        place(corpus, "light", recipe)
         with dsl.ParallelFor(students, name="students", parallelism=recipe.students.parallelism) as student:
             trained = train_student(
                 student=student, corpus=corpus.outputs["corpus"], **common
             ).set_display_name("6. train student")
+            place(trained, "training", recipe, recipe.students.training.processes or 1)
             merged = merge_student(
                 student=student, checkpoint=trained.outputs["checkpoint"], **common
             ).set_display_name("7. slerp merge")
+            place(merged, "merge", recipe)
             evaluated = evaluate_student(
                 student=student,
                 checkpoint=trained.outputs["checkpoint"],
                 merged=merged.outputs["merged"],
                 **common,
             ).set_display_name("8b. evaluate student")
+            place(evaluated, "evaluation", recipe, 1)
         registered = register_models(
             fp8_teacher=teacher.outputs["fp8_teacher"],
             bilingual=boot.outputs["bilingual"],
@@ -98,6 +117,7 @@ def build_pipeline(recipe: Recipe):
             evaluations=dsl.Collected(evaluated.outputs["results"]),
             **common,
         ).set_display_name("9. register models")
+        place(registered, "register", recipe)
         return registered.outputs["summary"]
 
     return translate_and_tune

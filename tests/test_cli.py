@@ -43,8 +43,9 @@ def test_missing_dataset_and_model_fail_before_any_stage(tmp_path):
 def test_compile_writes_pipeline_yaml(tmp_path):
     proc = _hala("compile", "--recipe", "hala-nano", "--out", str(tmp_path / "p.yaml"))
     assert proc.returncode == 0, proc.stderr
-    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    spec, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
     assert spec["pipelineInfo"]["name"] == "hala-translate-and-tune-hala-nano"
+    assert "kubernetes" in platform["platforms"]  # the cluster recipe's pod settings
     assert "tracking_uri" in proc.stderr  # the note that the recipe names no MLflow server
 
 

@@ -25,7 +25,7 @@ STAGES = {
 def _compile(name, tmp_path):
     out = tmp_path / f"{name}.yaml"
     compile_pipeline(load_recipe(name), str(out))
-    return yaml.safe_load(out.read_text())
+    return next(yaml.safe_load_all(out.read_text()))  # the second document holds kfp-kubernetes settings
 
 
 def _all_tasks(spec):
@@ -70,3 +70,75 @@ def test_each_stage_runs_in_its_family_image(tmp_path):
     assert images["merge-student"].endswith("/hala-merge:0.1.0")
     assert images["evaluate-student"].endswith("/hala-eval:0.1.0")
 
+
+GPU_STAGES = {
+    "quantize-teacher", "bootstrap-bilingual", "judge-pairs", "train-translator", "evaluate-translator",
+    "translate-corpus", "train-student", "evaluate-student",
+}  # fmt: skip
+CPU_STAGES = STAGES - GPU_STAGES
+
+
+def _compiled(name, tmp_path):
+    """The pipeline document, each task's executor container and its kfp-kubernetes settings."""
+    out = tmp_path / f"{name}.yaml"
+    compile_pipeline(load_recipe(name), str(out))
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec = docs[0]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+    tasks = {}
+    for task_name, task in _all_tasks(spec).items():
+        executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+        if executor:
+            container = spec["deploymentSpec"]["executors"][executor]["container"]
+            tasks[task_name] = (task, container, platform.get(executor, {}))
+    return out.read_text(), tasks
+
+
+def _gpus(container):
+    accelerator = container.get("resources", {}).get("accelerator", {})
+    return int(accelerator.get("resourceCount", accelerator.get("count", 0)))
+
+
+def test_cluster_recipes_ask_for_gpus_nodes_and_secrets_by_name(tmp_path, monkeypatch):
+    # Values that must never reach a compiled pipeline, even when set where the compiler runs.
+    canaries = {"AWS_SECRET_ACCESS_KEY": "canary-s3-secret-4711", "MLFLOW_TRACKING_PASSWORD": "canary-mlflow-4711", "HF_TOKEN": "hf_canary4711"}
+    for name, value in canaries.items():
+        monkeypatch.setenv(name, value)
+    for name in ("hala-nano", "hala-9b"):
+        recipe = load_recipe(name)
+        cluster = recipe.cluster
+        text, tasks = _compiled(name, tmp_path)
+        assert not [v for v in canaries.values() if v in text]
+        assert set(tasks) >= STAGES
+        for task_name, (task, container, k8s) in tasks.items():
+            gpu = task_name in GPU_STAGES
+            assert (_gpus(container) > 0) == gpu, task_name
+            if gpu:
+                role = next(r for r, res in cluster.resources.items() if res.node_selector and _role_of(task_name) == r)
+                assert k8s["nodeSelector"]["labels"] == cluster.resources[role].node_selector
+                assert [t["key"] for t in k8s["tolerations"]] == [t.key for t in cluster.resources[role].tolerations]
+                assert task["retryPolicy"]["maxRetryCount"] == cluster.retries.count
+            else:
+                assert "nodeSelector" not in k8s and "tolerations" not in k8s and "retryPolicy" not in task
+            secrets = {s["secretName"]: {e["envVar"]: e["secretKey"] for e in s["keyToEnv"]} for s in k8s["secretAsEnv"]}
+            assert secrets == {s.name: s.env for s in cluster.secrets}
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert env["AWS_ENDPOINT_URL"] == cluster.s3_endpoint
+            cached = task.get("cachingOptions", {}).get("enableCache", False)
+            assert cached == (task_name not in ("open-run", "register-models")), task_name
+        assert _gpus(tasks["bootstrap-bilingual"][1]) == recipe.bootstrap.generation.tensor_parallel_size == 8
+        assert _gpus(tasks["train-student"][1]) == cluster.resources["training"].gpus
+
+
+def _role_of(task_name):
+    return {
+        "quantize-teacher": "quantize", "bootstrap-bilingual": "generation", "judge-pairs": "generation",
+        "translate-corpus": "generation", "train-translator": "training", "train-student": "training",
+        "evaluate-translator": "evaluation", "evaluate-student": "evaluation",
+    }[task_name]  # fmt: skip
+
+
+def test_the_smoke_recipe_compiles_without_platform_settings(tmp_path):
+    text, tasks = _compiled("smoke", tmp_path)
+    assert all(_gpus(container) == 0 and not k8s for _, container, k8s in tasks.values())
+    assert "platforms" not in text

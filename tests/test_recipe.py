@@ -35,6 +35,16 @@ def _smoke_dict():
         (lambda d: d["merge"].update(t=[0.3, 0.301]), "recipe <dict>: merge.t: t values must differ at two decimals, got [0.3, 0.301]"),
         (lambda d: d["merge"].update(t=[]), "recipe <dict>: merge.t: give at least one t"),
         (lambda d: d.pop("judge"), "recipe <dict>: judge: required key is missing"),
+        (
+            lambda d: d["tracking"].update(tracking_uri="https://hala:s3cret@mlflow.example.org"),
+            "tracking.tracking_uri: must not carry credentials (they would land in the compiled pipeline); "
+            "give MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD from a Secret in cluster.secrets",
+        ),
+        (
+            lambda d: d.update(cluster={"secrets": [{"name": "Bad_Name", "env": {"X": "y"}}]}),
+            "cluster.secrets.0.name",
+        ),
+        (lambda d: d.update(storage={"uri": "/local/folder"}), "storage.uri"),
         (lambda d: d["bootstrap"].update(prompt="Translate: x"), "bootstrap.prompt: must contain the placeholder {text}"),
         (
             lambda d: d["students"]["models"].append({"name": "nano-s", "base": "tiny:student-s"}),
