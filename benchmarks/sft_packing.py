@@ -21,7 +21,7 @@ from report import emit  # benchmarks/report.py (scripts run from benchmarks/)
 from hala.corpora import read_conversations
 from hala.recipe import DatasetRef, Training
 from hala.stages.train_sft import train_sft
-from hala.tiny import teacher_pairs, tiny_model_path
+from hala.tiny import build_attention_only, teacher_pairs
 
 PROMPT = "Translate from English to Arabic: {text}"
 
@@ -32,30 +32,6 @@ def conversations(rows: int) -> list[list[dict[str, str]]]:
         pool += [list(c) for c in read_conversations(DatasetRef(path=f"bundled:smoke/{name}"))]
     random.Random(0).shuffle(pool)
     return [pool[i % len(pool)] for i in range(rows)]
-
-
-def build_llama(out: Path, hidden_size: int, layers: int) -> str:
-    """An attention-only model on the smoke tokenizer: packing keeps its sequences apart exactly."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path("student-s"))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 3,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden_size // 64),
-        num_key_value_heads=max(1, hidden_size // 128),
-        max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
 
 
 def padding_fraction(model: str, convs, training: Training) -> float:
@@ -89,7 +65,7 @@ def main() -> None:
 
     convs = conversations(args.rows)
     with tempfile.TemporaryDirectory(prefix="hala-bench-") as tmp:
-        model = args.model or build_llama(Path(tmp) / "model", args.hidden_size, args.layers)
+        model = args.model or build_attention_only(Path(tmp) / "model", args.hidden_size, args.layers)
         figures = {}
         for packing in ("always", "never"):
             training = Training(

@@ -84,6 +84,50 @@ def compile_(
     console.print(f"wrote {target} (recipe {r.name}, hash {r.hash})")
 
 
+@app.command("preflight")
+def preflight_(
+    recipe: str = typer.Option(..., help="built-in recipe name or a recipe .yaml file"),
+    tracking_uri: str = typer.Option(None, help="MLflow URI to check (default: the recipe's)"),
+) -> None:
+    """Check what a run needs, from here: bucket, MLflow, Secrets in the environment, models and datasets."""
+    from hala.preflight import PreflightError, check_run
+
+    r = _recipe(recipe)
+    try:
+        passed = check_run(r, tracking_uri or r.tracking.tracking_uri)
+    except PreflightError as err:
+        console.print(f"[red]{err}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for line in passed:
+        console.print(f"[green]ok[/green] {line}", highlight=False, soft_wrap=True)
+    console.print(f"preflight: all {len(passed)} checks passed")
+
+
+@app.command()
+def submit(
+    recipe: str = typer.Option(..., help="built-in recipe name or a recipe .yaml file"),
+    host: str = typer.Option(..., help="Kubeflow Pipelines endpoint, e.g. https://kubeflow.example.org/pipeline"),
+    tracking_uri: str = typer.Option(None, help="MLflow URI the run logs to (default: the recipe's)"),
+    experiment: str = typer.Option(None, help="KFP experiment (default: the recipe's tracking.experiment)"),
+    namespace: str = typer.Option(None, help="Kubeflow profile namespace, on multi-user clusters"),
+    run_name: str = typer.Option(None, help="run name (default: hala RECIPE HASH)"),
+) -> None:
+    """Compile the pipeline and start a run on a Kubeflow cluster; prints the run's link.
+
+    A bearer token for a secured endpoint is read from KF_PIPELINES_TOKEN.
+    """
+    from hala.submit import submit_run
+
+    r = _recipe(recipe)
+    try:
+        run_id, link = submit_run(r, host, experiment=experiment, namespace=namespace, tracking_uri=tracking_uri, run_name=run_name)
+    except ValueError as err:
+        _fail(str(err))
+    except Exception as err:  # noqa: BLE001 - the kfp client raises many kinds; one line names the endpoint
+        _fail(f"could not submit to {host}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    console.print(f"submitted run {run_id} (recipe {r.name}, hash {r.hash}): {link}", soft_wrap=True)
+
+
 def _report(title: str, metrics: dict[str, float], kept: Path, rejects: Path) -> None:
     """The end-of-job table: kept, rejected by reason, total; then where the files are."""
     from rich.table import Table

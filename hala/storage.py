@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,16 +194,8 @@ class ObjectStore:
         if not local.is_dir():
             raise StorageError(f"upload of {uri}: {local} is not a folder")
         files = sorted(p for p in local.rglob("*") if p.is_file())
-        total = sum(p.stat().st_size for p in files)
-        result = Transfer()
-        with progress_bar(f"upload to {uri}", total=total, unit="B") as bar, ThreadPoolExecutor(workers) as pool:
-            moved = pool.map(lambda p: self.upload_file(p, join_uri(uri, p.relative_to(local).as_posix())), files)
-            for path, did in zip(files, moved, strict=True):
-                size = path.stat().st_size
-                result.files += 1
-                result.bytes += size if did else 0
-                result.skipped += 0 if did else 1
-                bar.update(size)
+        jobs = [(p.stat().st_size, lambda p=p: self.upload_file(p, join_uri(uri, p.relative_to(local).as_posix()))) for p in files]
+        result = _transfer(f"upload to {uri}", jobs, workers)
         log.info("uploaded %s to %s: %d files, %d bytes, %d already there", local, uri, result.files, result.bytes, result.skipped)
         return result
 
@@ -213,14 +205,8 @@ class ObjectStore:
         objects = list(self.list(uri))
         if not objects:
             raise StorageError(f"{uri}: no objects under this prefix at {self.endpoint}")
-        result = Transfer()
-        with progress_bar(f"download of {uri}", total=sum(s for _, s in objects), unit="B") as bar, ThreadPoolExecutor(workers) as pool:
-            moved = pool.map(lambda o: self.download_file(join_uri(uri, o[0]), local / o[0]), objects)
-            for (_, size), did in zip(objects, moved, strict=True):
-                result.files += 1
-                result.bytes += size if did else 0
-                result.skipped += 0 if did else 1
-                bar.update(size)
+        jobs = [(size, lambda name=name: self.download_file(join_uri(uri, name), local / name)) for name, size in objects]
+        result = _transfer(f"download of {uri}", jobs, workers)
         log.info("downloaded %s to %s: %d files, %d bytes, %d already there", uri, local, result.files, result.bytes, result.skipped)
         return result
 
@@ -242,6 +228,18 @@ class ObjectStore:
         bucket, key = split_uri(join_uri(uri, ".hala-write-check"))
         self._call(f"write check of {uri}", self.client.put_object, bucket, key, io.BytesIO(b"ok"), 2)
         self._call(f"write check of {uri}", self.client.remove_object, bucket, key)
+
+
+def _transfer(desc: str, jobs: list[tuple[int, Callable[[], bool]]], workers: int) -> Transfer:
+    """Run (size, move) jobs on ``workers`` threads with a bytes progress bar; each move says whether bytes moved."""
+    result = Transfer()
+    with progress_bar(desc, total=sum(size for size, _ in jobs), unit="B") as bar, ThreadPoolExecutor(workers) as pool:
+        for (size, _), moved in zip(jobs, pool.map(lambda job: job[1](), jobs), strict=True):
+            result.files += 1
+            result.bytes += size if moved else 0
+            result.skipped += 0 if moved else 1
+            bar.update(size)
+    return result
 
 
 def _etag_matches(path: Path, etag: str) -> bool:

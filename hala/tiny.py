@@ -230,3 +230,31 @@ def tiny_model_path(name: str) -> Path:
             shutil.rmtree(out_dir, ignore_errors=True)
             _build(name, TINY_MODELS[name], out_dir)
     return out_dir
+
+
+def build_attention_only(out_dir: Path, hidden_size: int = 64, layers: int = 2) -> str:
+    """A random Llama (attention layers only) on the smoke tokenizer, for packing tests and benchmarks.
+
+    Packing keeps its sequences exactly apart, unlike LFM2's convolutions without their kernel.
+    Not cached: it takes a second, and benchmarks size it freely.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path("student-s"))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden_size // 64),
+        num_key_value_heads=max(1, hidden_size // 128),
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return str(out_dir)

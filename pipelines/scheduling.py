@@ -11,7 +11,7 @@ from hala.recipe import Recipe
 
 # Tasks with side effects outside their outputs (a new MLflow run, registry versions): a cached
 # result would skip them, so KFP must always run them.
-NOT_CACHED = ("open", "register")
+NOT_CACHED = ("preflight", "open", "register")
 # Long GPU work that a lost node or a transient error may cut short: retried with backoff.
 RETRIED = ("quantize", "generation", "training", "evaluation")
 
@@ -19,7 +19,7 @@ RETRIED = ("quantize", "generation", "training", "evaluation")
 def place(task, role: str, recipe: Recipe, gpus: int = 0):
     """Apply the recipe's cluster settings for ``role`` to ``task``; ``gpus`` is what the stage needs.
 
-    Roles: ``open`` (start the MLflow run), ``register`` (write the registry), ``light`` (CPU
+    Roles: ``preflight`` (the checks), ``open`` (start the MLflow run), ``register`` (write the registry), ``light`` (CPU
     work: screening, joins), ``quantize``, ``generation``, ``training``, ``merge``, ``evaluation``.
     """
     cluster = recipe.cluster
@@ -30,7 +30,10 @@ def place(task, role: str, recipe: Recipe, gpus: int = 0):
     if cluster.s3_endpoint:
         task.set_env_variable("AWS_ENDPOINT_URL", cluster.s3_endpoint)
     for secret in cluster.secrets:
-        kubernetes.use_secret_as_env(task, secret_name=secret.name, secret_key_to_env={k: e for e, k in secret.env.items()})
+        # Optional for preflight only: its pod must start without a Secret to report it missing.
+        kubernetes.use_secret_as_env(
+            task, secret_name=secret.name, secret_key_to_env={k: e for e, k in secret.env.items()}, optional=role == "preflight"
+        )
     if cluster.model_cache:
         kubernetes.mount_pvc(task, pvc_name=cluster.model_cache, mount_path="/models")
         task.set_env_variable("HF_HOME", "/models/huggingface")

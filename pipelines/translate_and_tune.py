@@ -13,6 +13,7 @@ from components.evaluate_student import evaluate_student
 from components.evaluate_translator import evaluate_translator
 from components.filter_parallel import collect_pairs, judge_pairs, screen_pairs
 from components.merge_student import merge_student
+from components.preflight import preflight
 from components.quantize_teacher import quantize_teacher
 from components.register_models import register_models
 from components.tracking import open_run
@@ -45,7 +46,11 @@ def build_pipeline(recipe: Recipe):
         tracking_uri: str = recipe.tracking.tracking_uri or "",
         parent_run_id: str = "",
     ) -> dsl.Artifact:
-        opened = open_run(recipe_json=recipe_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
+        # Seconds of checks before anything else: the bucket, MLflow, the Secrets, every model and dataset.
+        checked = place(
+            preflight(recipe_json=recipe_json, tracking_uri=tracking_uri).set_display_name("0. preflight checks"), "preflight", recipe
+        )
+        opened = open_run(recipe_json=recipe_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id).after(checked)
         place(opened.set_display_name("open MLflow run"), "open", recipe)
         # Every stage gets the recipe, the MLflow store and the parent run to nest under.
         common = {"recipe_json": recipe_json, "tracking_uri": tracking_uri, "mlflow_run": opened.outputs["mlflow_run"]}

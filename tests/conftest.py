@@ -57,6 +57,7 @@ def s3_server(tmp_path_factory):
     Yields the settings as the environment would carry them (AWS_ENDPOINT_URL and keys) and a
     fresh bucket name.
     """
+    import io
     import json
     import shutil
     import subprocess
@@ -79,7 +80,10 @@ def s3_server(tmp_path_factory):
     command = [
         weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-        "-s3", f"-s3.port={s3}", f"-s3.config={root / 's3.json'}", "-volume.max=0",
+        "-s3", f"-s3.port={s3}", f"-s3.config={root / 's3.json'}",
+        # Small volumes, and room for many: SeaweedFS sizes the volume count from free disk at
+        # 30 GB a volume, which can leave no volume for a second bucket's collection.
+        "-master.volumeSizeLimitMB=64", "-volume.max=64",
     ]  # fmt: skip
     log = (root / "weed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
@@ -89,8 +93,12 @@ def s3_server(tmp_path_factory):
     client = Minio(f"127.0.0.1:{s3}", access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"], secure=False)
     deadline = time.monotonic() + 60
     while True:
+        # Ready means an object can be written: the bucket alone needs no volume server.
         try:
-            client.make_bucket("hala-test")
+            if not client.bucket_exists("hala-test"):
+                client.make_bucket("hala-test")
+            client.put_object("hala-test", "ready", io.BytesIO(b"ok"), 2)
+            client.remove_object("hala-test", "ready")
             break
         except Exception as err:
             if process.poll() is not None or time.monotonic() > deadline:

@@ -116,3 +116,27 @@ def test_translate_command_refuses_a_prompt_without_slot(tmp_path):
     proc = _hala("translate", "x.jsonl", "--model", "tiny:teacher", "--out", str(tmp_path), "--prompt", "Translate:")
     assert proc.returncode == 2
     assert "--prompt must contain the placeholder {text}" in proc.stderr
+
+
+def test_preflight_command_lists_checks_and_problems(tmp_path):
+    ok = _hala("preflight", "--recipe", "smoke", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    assert ok.returncode == 0, ok.stderr
+    assert "ok students.models[0].base: model tiny:student-s" in ok.stderr and "preflight: all 12 checks passed" in ok.stderr
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    data["judge"]["model"] = str(tmp_path / "no-judge")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    bad = _hala("preflight", "--recipe", str(tmp_path / "r.yaml"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
+    assert bad.returncode == 1
+    assert f"- judge.model: model {tmp_path}/no-judge: ModelError: model {tmp_path}/no-judge: no config.json" in bad.stderr
+
+
+def test_submit_to_an_endpoint_that_refuses_fails_in_one_line():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _hala("submit", "--recipe", "hala-nano", "--host", f"http://127.0.0.1:{port}", "--tracking-uri", "http://mlflow:5000")
+    assert proc.returncode == 2
+    assert f"error: could not submit to http://127.0.0.1:{port}:" in proc.stderr
+    assert "Traceback" not in proc.stderr

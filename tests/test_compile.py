@@ -4,6 +4,7 @@ from hala.recipe import load_recipe
 from pipelines.translate_and_tune import compile_pipeline
 
 STAGES = {
+    "preflight",
     "open-run",
     "quantize-teacher",
     "bootstrap-bilingual",
@@ -125,8 +126,11 @@ def test_cluster_recipes_ask_for_gpus_nodes_and_secrets_by_name(tmp_path, monkey
             env = {e["name"]: e["value"] for e in container.get("env", [])}
             assert env["AWS_ENDPOINT_URL"] == cluster.s3_endpoint
             cached = task.get("cachingOptions", {}).get("enableCache", False)
-            assert cached == (task_name not in ("open-run", "register-models")), task_name
+            assert cached == (task_name not in ("preflight", "open-run", "register-models")), task_name
+            # Only preflight may start without a Secret: it is the task that reports one missing.
+            assert {s["optional"] for s in k8s["secretAsEnv"]} == {task_name == "preflight"}
         assert _gpus(tasks["bootstrap-bilingual"][1]) == recipe.bootstrap.generation.tensor_parallel_size == 8
+        assert tasks["open-run"][0]["dependentTasks"] == ["preflight"]
         assert _gpus(tasks["train-student"][1]) == cluster.resources["training"].gpus
 
 

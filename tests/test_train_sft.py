@@ -18,26 +18,9 @@ TRAINING = dict(epochs=2, learning_rate=1e-2, batch_size=4, max_length=96)
 @pytest.fixture(scope="module")
 def attention_only(tiny, tmp_path_factory):
     """A tiny Llama (attention layers only) on the smoke tokenizer: packing keeps its sequences apart."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from hala.tiny import build_attention_only
 
-    out = tmp_path_factory.mktemp("llama")
-    tokenizer = AutoTokenizer.from_pretrained(tiny("student-s"))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
+    return build_attention_only(tmp_path_factory.mktemp("llama"))
 
 
 def test_packing_probe_tells_attention_from_unmasked_convolution(tiny, attention_only):
