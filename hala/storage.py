@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from hala import cache_home
 from hala.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ def _etag_matches(path: Path, etag: str) -> bool:
 
 def cache_dir() -> Path:
     """Where ``s3://`` models and datasets are kept on this machine (under ``$HALA_CACHE``)."""
-    return Path(os.environ.get("HALA_CACHE", Path.home() / ".cache" / "hala")) / "s3"
+    return cache_home() / "s3"
 
 
 def fetch_file(uri: str) -> Path:

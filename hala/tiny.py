@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hala import cache_home
 from hala.chat_templates import CHATML
 from hala.corpora import bundled_path, read_jsonl
 from hala.recipe import Bootstrap, Judge, Training
@@ -54,7 +54,7 @@ TINY_MODELS: dict[str, TinySpec] = {
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("HALA_CACHE", Path.home() / ".cache" / "hala")) / "tiny"
+    return cache_home() / "tiny"
 
 
 def _data_files() -> list[Path]:
