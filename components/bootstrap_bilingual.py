@@ -15,11 +15,12 @@ def bootstrap_bilingual(
     """Stage 2 (one worker): the FP8 teacher translates this worker's shards of the English conversations."""
     from pathlib import Path
 
+    from hala.storage import artifact_path
     from hala.stages.bootstrap_bilingual import bootstrap_bilingual as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"bootstrap_bilingual[{worker}]", "bootstrap") as recipe:
-        metrics = run(recipe, fp8_teacher.path, Path(part.path), worker=worker)
+        metrics = run(recipe, str(artifact_path(fp8_teacher.uri, fp8_teacher.path)), Path(part.path), worker=worker)
         log_stage_metrics(metrics)
     part.metadata.update({**metrics, "worker": worker})
 

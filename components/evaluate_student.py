@@ -19,6 +19,7 @@ def evaluate_student(
 
     import mlflow
 
+    from hala.storage import artifact_path
     from hala.models import resolve_model
     from hala.stages.evaluate import compare_student
     from hala.stages.train_student import student_by_name
@@ -27,7 +28,7 @@ def evaluate_student(
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"evaluate_student[{student}]", "evaluation") as recipe:
         merges = {float(t): str(Path(merged.path) / folder) for folder, t in merged.metadata["candidates"].items()}
         base = resolve_model(student_by_name(recipe, student).base)
-        table = compare_student(base, checkpoint.path, merges, recipe)
+        table = compare_student(base, str(artifact_path(checkpoint.uri, checkpoint.path)), merges, recipe)
         log_stage_metrics(table["metrics"])
         mlflow.log_dict(table, "benchmark_results.json")
     with open(results.path, "w", encoding="utf-8") as fh:

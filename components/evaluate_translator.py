@@ -16,13 +16,14 @@ def evaluate_translator(
 
     import mlflow
 
+    from hala.storage import artifact_path
     from hala.models import resolve_model
     from hala.stages.evaluate import evaluate_translation
     from hala.tracking import log_stage_metrics, pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "evaluate_translator", "translator") as recipe:
         before = evaluate_translation(resolve_model(recipe.translator.base), recipe, recipe.translator.chat_template)
-        after = evaluate_translation(translator.path, recipe)
+        after = evaluate_translation(str(artifact_path(translator.uri, translator.path)), recipe)
         scores = {f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()}
         log_stage_metrics(scores)
         mlflow.log_dict({"before": before, "after": after}, "translation_scores.json")

@@ -17,6 +17,7 @@ def merge_student(
 
     import mlflow
 
+    from hala.storage import artifact_path
     from hala.models import local_model_dir
     from hala.stages.merge_slerp import merge_sweep
     from hala.stages.train_student import student_by_name
@@ -24,7 +25,7 @@ def merge_student(
 
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"merge_student[{student}]", "merge") as recipe:
         base = local_model_dir(student_by_name(recipe, student).base)
-        merges = merge_sweep(base, checkpoint.path, recipe.merge, Path(merged.path))
+        merges = merge_sweep(base, str(artifact_path(checkpoint.uri, checkpoint.path)), recipe.merge, Path(merged.path))
         for m in merges:
             mlflow.log_dict(m["config"], f"mergekit_config_{m['folder']}.json")
     merged.metadata.update(

@@ -20,10 +20,11 @@ def register_models(
     summary: dsl.Output[dsl.Artifact],
 ):
     """Stage 9: register teacher, translator and merged students with lineage; write the run summary."""
+    from hala.storage import artifact_path
     from hala.summary import Artifact, finish_pipeline
 
     def art(a) -> Artifact:
-        return Artifact(uri=a.uri, path=a.path, metadata=dict(a.metadata))
+        return Artifact(uri=a.uri, path=str(artifact_path(a.uri, a.path)), metadata=dict(a.metadata))
 
     finish_pipeline(
         recipe_json,

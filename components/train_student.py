@@ -15,6 +15,7 @@ def train_student(
     """Stage 6: SFT of one student on the Arabic corpus."""
     from pathlib import Path
 
+    from hala.storage import artifact_path
     from hala.stages.train_student import train_student as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
@@ -22,6 +23,6 @@ def train_student(
     with pipeline_stage(recipe_json, tracking_uri, parent, f"train_student[{student}]", "students") as recipe:
         # Checkpoints in S3 (when the recipe has storage) survive a retried pod, which resumes from them.
         checkpoints = recipe.storage.run_uri(parent, "checkpoints", f"student-{student}") if recipe.storage else None
-        metrics = run(recipe, student, Path(corpus.path) / "corpus.jsonl", Path(checkpoint.path), checkpoints)
+        metrics = run(recipe, student, artifact_path(corpus.uri, corpus.path) / "corpus.jsonl", Path(checkpoint.path), checkpoints)
         log_stage_metrics(metrics)
     checkpoint.metadata.update({**metrics, "student": student})

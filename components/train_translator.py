@@ -15,6 +15,7 @@ def train_translator(
     """Stage 4: SFT of the lightweight translator on the bootstrap tuples and the judged pairs."""
     from pathlib import Path
 
+    from hala.storage import artifact_path
     from hala.stages.train_translator import train_translator as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
@@ -23,7 +24,11 @@ def train_translator(
         # Checkpoints in S3 (when the recipe has storage) survive a retried pod, which resumes from them.
         checkpoints = recipe.storage.run_uri(parent, "checkpoints", "translator") if recipe.storage else None
         metrics = run(
-            recipe, Path(bilingual.path) / "bilingual.jsonl", Path(pairs.path) / "pairs.jsonl", Path(translator.path), checkpoints
+            recipe,
+            artifact_path(bilingual.uri, bilingual.path) / "bilingual.jsonl",
+            artifact_path(pairs.uri, pairs.path) / "pairs.jsonl",
+            Path(translator.path),
+            checkpoints,
         )
         log_stage_metrics(metrics)
     translator.metadata.update(metrics)

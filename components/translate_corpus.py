@@ -15,11 +15,12 @@ def translate_corpus(
     """Stage 5 (one worker): translate this worker's shards of the English instruction sets."""
     from pathlib import Path
 
+    from hala.storage import artifact_path
     from hala.stages.translate_corpus import translate_corpus as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"translate_corpus[{worker}]", "corpus") as recipe:
-        metrics = run(recipe, translator.path, Path(part.path), worker=worker)
+        metrics = run(recipe, str(artifact_path(translator.uri, translator.path)), Path(part.path), worker=worker)
         log_stage_metrics(metrics)
     part.metadata.update({**metrics, "worker": worker})
 

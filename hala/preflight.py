@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from hala.corpora import check_readable
 from hala.models import check_model_ref
@@ -24,21 +25,42 @@ class PreflightError(RuntimeError):
     """One or more checks failed; the message lists each, one per line."""
 
 
+# Datasets and models read only by a stage that a reused output replaces need not be reachable.
 def recipe_datasets(recipe: Recipe) -> list[tuple[str, DatasetRef]]:
-    out = [
-        ("teacher.gate_dataset", recipe.teacher.gate_dataset),
-        ("bootstrap.dataset", recipe.bootstrap.dataset),
-        ("judge.dataset", recipe.judge.dataset),
-        ("translator.eval_dataset", recipe.translator.eval_dataset),
-    ]
-    out += [(f"corpus.datasets[{i}]", ds) for i, ds in enumerate(recipe.corpus.datasets)]
+    reuse = recipe.reuse
+    out = [] if reuse.fp8_teacher else [("teacher.gate_dataset", recipe.teacher.gate_dataset)]
+    out += [] if reuse.bilingual else [("bootstrap.dataset", recipe.bootstrap.dataset)]
+    out += [] if reuse.pairs else [("judge.dataset", recipe.judge.dataset)]
+    out += [("translator.eval_dataset", recipe.translator.eval_dataset)]
+    out += [] if reuse.corpus else [(f"corpus.datasets[{i}]", ds) for i, ds in enumerate(recipe.corpus.datasets)]
     return out
 
 
 def recipe_models(recipe: Recipe) -> list[tuple[str, str]]:
-    out = [("teacher.model", recipe.teacher.model), ("judge.model", recipe.judge.model), ("translator.base", recipe.translator.base)]
+    reuse = recipe.reuse
+    out = [] if reuse.fp8_teacher else [("teacher.model", recipe.teacher.model)]
+    out += [] if reuse.pairs else [("judge.model", recipe.judge.model)]
+    # The translator's base is evaluated ("before") even when the translator itself is reused.
+    out += [("translator.base", recipe.translator.base)]
     out += [(f"students.models[{i}].base", s.base) for i, s in enumerate(recipe.students.models)]
     return out
+
+
+def reused_outputs(recipe: Recipe) -> list[tuple[str, str]]:
+    """(recipe key, URI) of every stage output the recipe reuses."""
+    out = [(f"reuse.{k}", uri) for k, uri in recipe.reuse.stages().items()]
+    return out + [(f"reuse.students.{name}", uri) for name, uri in recipe.reuse.students.items()]
+
+
+def _check_reused(uri: str) -> None:
+    if uri.startswith("s3://"):
+        from hala.storage import ObjectStore
+
+        store = ObjectStore.from_env()
+        if next(store.list(uri), None) is None and store.stat(uri) is None:
+            raise FileNotFoundError("nothing stored under this URI")
+    elif not Path(uri).exists():
+        raise FileNotFoundError(f"{uri} does not exist")
 
 
 def preflight(recipe: Recipe) -> None:
@@ -53,6 +75,9 @@ def preflight(recipe: Recipe) -> None:
             check_model_ref(ref)
         except ValueError as err:
             raise ValueError(f"{key}: {err}") from None
+    for key, uri in reused_outputs(recipe):
+        if not uri.startswith("s3://") and not Path(uri).exists():
+            raise ValueError(f"{key}: {uri} does not exist")
 
 
 def is_offline(recipe: Recipe) -> bool:
@@ -130,6 +155,8 @@ def check_run(recipe: Recipe, tracking_uri: str | None) -> list[str]:
         checks.append((f"{where}: model {ref}", lambda ref=ref: _check_model(ref)))
     for where, ds in recipe_datasets(recipe):
         checks.append((f"{where}: dataset {ds.path}", lambda ds=ds: _check_dataset(ds)))
+    for where, uri in reused_outputs(recipe):
+        checks.append((f"{where}: {uri}", lambda uri=uri: _check_reused(uri)))
     passed, failed = [], []
     for name, check in checks:
         try:

@@ -392,6 +392,49 @@ class Storage(Section):
         return "/".join([self.uri.rstrip("/"), run_id, *parts])
 
 
+_ARTIFACT_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+|/.+)$")
+
+
+def _check_artifact_uri(value: str | None) -> str | None:
+    if value is not None and not _ARTIFACT_URI.match(value):
+        raise ValueError(f"{value!r} is not an s3://bucket/key URI or an absolute path")
+    return value
+
+
+class Reuse(Section):
+    """Stage outputs taken from earlier runs: each given one skips its stage (KFP imports the URI instead).
+
+    Paste an artifact's URI from an earlier run (the Kubeflow UI, or a summary.json): for example
+    ``fp8_teacher`` starts from an FP8 teacher that is already quantized and checked.
+    """
+
+    fp8_teacher: str | None = Field(None, description="skip 1. quantize teacher: the FP8 teacher folder")
+    bilingual: str | None = Field(None, description="skip 2. bootstrap: a folder with bilingual.jsonl")
+    pairs: str | None = Field(None, description="skip 3. filter: a folder with pairs.jsonl")
+    translator: str | None = Field(None, description="skip 4. train translator: the translator model folder")
+    corpus: str | None = Field(None, description="skip 5. translate corpus: a folder with corpus.jsonl")
+    students: dict[str, str] = Field(
+        default_factory=dict, description="skip 6. train student: student name -> SFT checkpoint folder (all students or none)"
+    )
+
+    _uris = field_validator("fp8_teacher", "bilingual", "pairs", "translator", "corpus")(_check_artifact_uri)
+
+    @field_validator("students")
+    @classmethod
+    def _student_uris(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, uri in value.items():
+            try:
+                _check_artifact_uri(uri)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+        return value
+
+    def stages(self) -> dict[str, str]:
+        """The skipped stages' outputs that are given, by output name."""
+        given = {k: getattr(self, k) for k in ("fp8_teacher", "bilingual", "pairs", "translator", "corpus")}
+        return {k: v for k, v in given.items() if v}
+
+
 class Toleration(Section):
     key: str
     operator: Literal["Equal", "Exists"] = "Exists"
@@ -464,6 +507,22 @@ class Recipe(Section):
     storage: Storage | None = Field(None, description="S3 storage for checkpoints; None keeps them on the pod's disk")
     cluster: Cluster | None = Field(None, description="Kubernetes settings of the pipeline's pods; None for local runs")
     promotion: Promotion = Promotion()
+    reuse: Reuse = Field(default_factory=Reuse, description="outputs of earlier runs that replace stages")
+
+    @model_validator(mode="after")
+    def _reused_students(self) -> Recipe:
+        given = set(self.reuse.students)
+        if not given:
+            return self
+        names = [s.name for s in self.students.models]
+        unknown = sorted(given - set(names))
+        if unknown:
+            raise ValueError(f"reuse.students names {', '.join(unknown)}, which are not in students.models ({', '.join(names)})")
+        missing = [n for n in names if n not in given]
+        if missing:
+            # One loop runs all students the same way; a mix would need two loops and two registries of results.
+            raise ValueError(f"reuse.students must give a checkpoint for every student or none; missing: {', '.join(missing)}")
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)

@@ -278,3 +278,19 @@ def fetch_dir(uri: str) -> Path:
     target = cache_dir() / bucket / key
     ObjectStore.from_env().download_dir(uri, target)
     return target
+
+
+def artifact_path(uri: str, path: str) -> Path:
+    """Where a task reads an input artifact.
+
+    KFP hands every input a local path; on a cluster its launcher has downloaded the artifact there.
+    An artifact imported from ``s3://`` (``reuse`` in the recipe) has no such copy in a local run,
+    so it is fetched into the cache instead.
+    """
+    local = Path(path)
+    if local.exists():
+        return local
+    if uri.startswith("s3://"):
+        store = ObjectStore.from_env()
+        return fetch_file(uri) if store.stat(uri) is not None else fetch_dir(uri)
+    raise FileNotFoundError(f"input artifact {uri} is not at {path}")

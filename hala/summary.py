@@ -48,8 +48,10 @@ def build_summary(
 ) -> dict:
     recipe = recipe_from_json(recipe_json)
     by_student: dict[str, dict] = {s.name: {} for s in recipe.students.models}
+    reused = {uri: name for name, uri in recipe.reuse.students.items()}
     for a in checkpoints:
-        by_student[a.metadata["student"]]["sft_checkpoint"] = a.uri
+        # A reused checkpoint is known by its URI; a trained one names its student.
+        by_student[a.metadata.get("student") or reused[a.uri]]["sft_checkpoint"] = a.uri
     merge_folders: dict[str, str] = {}
     for a in merged:
         md = a.metadata

@@ -26,6 +26,8 @@ def run_local(recipe: Recipe, out_dir: Path) -> dict:
     # to local runs; both are expected here (the images are for the cluster).
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+    # Reused s3:// outputs are fetched by the stages themselves (hala.storage.artifact_path).
+    warnings.filterwarnings("ignore", message=".*using the remote file.*in a 'dsl.importer'.*")
 
     out_dir = Path(out_dir).resolve()
     preflight(recipe)

@@ -24,9 +24,17 @@ from hala.recipe import Recipe
 from pipelines.scheduling import place
 
 
+def _reused(uri, kind, label: str):
+    """A stage's output imported from ``uri`` instead of computed (the recipe's ``reuse`` section)."""
+    task = dsl.importer(artifact_uri=uri, artifact_class=kind, reimport=False, metadata={"reused": True})
+    # A loop item's URI is known only at run time; a fixed one goes into the name seen in the UI.
+    return task.set_display_name(f"{label} (reused: {uri})" if isinstance(uri, str) else f"{label} (reused)")
+
+
 def build_pipeline(recipe: Recipe):
     """The pipeline function for ``recipe``: students fan out with ParallelFor."""
     students = [s.name for s in recipe.students.models]
+    reuse = recipe.reuse
     tp = {
         "teacher": recipe.teacher.generation.tensor_parallel_size,
         "bootstrap": recipe.bootstrap.generation.tensor_parallel_size,
@@ -54,70 +62,97 @@ def build_pipeline(recipe: Recipe):
         place(opened.set_display_name("open MLflow run"), "open", recipe)
         # Every stage gets the recipe, the MLflow store and the parent run to nest under.
         common = {"recipe_json": recipe_json, "tracking_uri": tracking_uri, "mlflow_run": opened.outputs["mlflow_run"]}
-        teacher = place(quantize_teacher(**common).set_display_name("1. quantize teacher (FP8)"), "quantize", recipe, tp["teacher"])
-        # The generation stages fan out over workers (each takes every n-th shard, one GPU pod
-        # each on a cluster) and one task joins their parts, checking every shard is there once.
-        with dsl.ParallelFor(list(range(recipe.bootstrap.shards.workers)), name="bootstrap-workers") as worker:
-            boot_part = bootstrap_bilingual(
-                fp8_teacher=teacher.outputs["fp8_teacher"], worker=worker, **common
-            ).set_display_name("2. bootstrap bilingual data (worker)")
-            place(boot_part, "generation", recipe, tp["bootstrap"])
-        boot = collect_bilingual(parts=dsl.Collected(boot_part.outputs["part"]), **common).set_display_name(
-            "2. collect bilingual data"
-        )
-        place(boot, "light", recipe)
-        screened = place(screen_pairs(**common).set_display_name("3. filter: heuristic checks"), "light", recipe)
-        with dsl.ParallelFor(list(range(recipe.judge.shards.workers)), name="judge-workers") as worker:
-            judge_part = judge_pairs(
-                screened=screened.outputs["screened"], worker=worker, **common
-            ).set_display_name("3. filter: LLM judge (worker)")
-            judge_part.after(teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
-            place(judge_part, "generation", recipe, tp["judge"])
-        judged = collect_pairs(
-            screened=screened.outputs["screened"], parts=dsl.Collected(judge_part.outputs["part"]), **common
-        ).set_display_name("3. filter: collect pairs")
-        place(judged, "light", recipe)
-        translator = train_translator(
-            bilingual=boot.outputs["bilingual"], pairs=judged.outputs["pairs"], **common
-        ).set_display_name("4. train translator")
-        place(translator, "training", recipe, recipe.translator.training.processes or 1)
-        translator_eval = evaluate_translator(
-            translator=translator.outputs["translator"], **common
-        ).set_display_name("8a. evaluate translator")
+        # A stage whose output the recipe reuses is not run: KFP imports the given URI in its place.
+        if reuse.fp8_teacher:
+            teacher = _reused(reuse.fp8_teacher, dsl.Model, "1. quantize teacher (FP8)")
+            fp8_teacher = teacher.output
+        else:
+            teacher = quantize_teacher(**common).set_display_name("1. quantize teacher (FP8)")
+            place(teacher, "quantize", recipe, tp["teacher"])
+            fp8_teacher = teacher.outputs["fp8_teacher"]
+        if reuse.bilingual:
+            bilingual = _reused(reuse.bilingual, dsl.Dataset, "2. bootstrap bilingual data").output
+        else:
+            # The generation stages fan out over workers (each takes every n-th shard, one GPU pod
+            # each on a cluster) and one task joins their parts, checking every shard is there once.
+            with dsl.ParallelFor(list(range(recipe.bootstrap.shards.workers)), name="bootstrap-workers") as worker:
+                boot_part = bootstrap_bilingual(fp8_teacher=fp8_teacher, worker=worker, **common).set_display_name(
+                    "2. bootstrap bilingual data (worker)"
+                )
+                place(boot_part, "generation", recipe, tp["bootstrap"])
+            boot = collect_bilingual(parts=dsl.Collected(boot_part.outputs["part"]), **common).set_display_name(
+                "2. collect bilingual data"
+            )
+            place(boot, "light", recipe)
+            bilingual = boot.outputs["bilingual"]
+        if reuse.pairs:
+            pairs = _reused(reuse.pairs, dsl.Dataset, "3. filter").output
+        else:
+            screened = place(screen_pairs(**common).set_display_name("3. filter: heuristic checks"), "light", recipe)
+            with dsl.ParallelFor(list(range(recipe.judge.shards.workers)), name="judge-workers") as worker:
+                judge_part = judge_pairs(
+                    screened=screened.outputs["screened"], worker=worker, **common
+                ).set_display_name("3. filter: LLM judge (worker)")
+                judge_part.after(teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
+                place(judge_part, "generation", recipe, tp["judge"])
+            judged = collect_pairs(
+                screened=screened.outputs["screened"], parts=dsl.Collected(judge_part.outputs["part"]), **common
+            ).set_display_name("3. filter: collect pairs")
+            place(judged, "light", recipe)
+            pairs = judged.outputs["pairs"]
+        if reuse.translator:
+            translator = _reused(reuse.translator, dsl.Model, "4. train translator").output
+        else:
+            trained_translator = train_translator(bilingual=bilingual, pairs=pairs, **common).set_display_name(
+                "4. train translator"
+            )
+            place(trained_translator, "training", recipe, recipe.translator.training.processes or 1)
+            translator = trained_translator.outputs["translator"]
+        translator_eval = evaluate_translator(translator=translator, **common).set_display_name("8a. evaluate translator")
         place(translator_eval, "evaluation", recipe, tp["translator"])
-        with dsl.ParallelFor(list(range(recipe.corpus.shards.workers)), name="corpus-workers") as worker:
-            part = translate_corpus(
-                translator=translator.outputs["translator"], worker=worker, **common
-            ).set_display_name("5. translate corpus (worker)")
-            place(part, "generation", recipe, tp["corpus"])
-        corpus = collect_corpus(parts=dsl.Collected(part.outputs["part"]), **common).set_display_name(
-            "5. collect corpus"
-        )
-        place(corpus, "light", recipe)
-        with dsl.ParallelFor(students, name="students", parallelism=recipe.students.parallelism) as student:
-            trained = train_student(
-                student=student, corpus=corpus.outputs["corpus"], **common
-            ).set_display_name("6. train student")
-            place(trained, "training", recipe, recipe.students.training.processes or 1)
-            merged = merge_student(
-                student=student, checkpoint=trained.outputs["checkpoint"], **common
-            ).set_display_name("7. slerp merge")
+        if reuse.corpus:
+            corpus = _reused(reuse.corpus, dsl.Dataset, "5. translate corpus").output
+        else:
+            with dsl.ParallelFor(list(range(recipe.corpus.shards.workers)), name="corpus-workers") as worker:
+                part = translate_corpus(translator=translator, worker=worker, **common).set_display_name(
+                    "5. translate corpus (worker)"
+                )
+                place(part, "generation", recipe, tp["corpus"])
+            collected = collect_corpus(parts=dsl.Collected(part.outputs["part"]), **common).set_display_name(
+                "5. collect corpus"
+            )
+            place(collected, "light", recipe)
+            corpus = collected.outputs["corpus"]
+        # Reused checkpoints travel with their student's name through the same loop. (Not "name":
+        # a loop item's .name is its channel's own name, not the key.)
+        items = [{"student": n, "checkpoint": reuse.students[n]} for n in students] if reuse.students else students
+        with dsl.ParallelFor(items, name="students", parallelism=recipe.students.parallelism) as item:
+            if reuse.students:
+                student = item.student
+                # (Its metadata cannot name the student: KFP rejects loop items in importer metadata.)
+                checkpoint = _reused(item.checkpoint, dsl.Model, "6. train student").output
+            else:
+                student = item
+                trained = train_student(student=student, corpus=corpus, **common).set_display_name("6. train student")
+                place(trained, "training", recipe, recipe.students.training.processes or 1)
+                checkpoint = trained.outputs["checkpoint"]
+            merged = merge_student(student=student, checkpoint=checkpoint, **common).set_display_name("7. slerp merge")
             place(merged, "merge", recipe)
             evaluated = evaluate_student(
                 student=student,
-                checkpoint=trained.outputs["checkpoint"],
+                checkpoint=checkpoint,
                 merged=merged.outputs["merged"],
                 **common,
             ).set_display_name("8b. evaluate student")
             place(evaluated, "evaluation", recipe, 1)
         registered = register_models(
-            fp8_teacher=teacher.outputs["fp8_teacher"],
-            bilingual=boot.outputs["bilingual"],
-            pairs=judged.outputs["pairs"],
-            translator=translator.outputs["translator"],
+            fp8_teacher=fp8_teacher,
+            bilingual=bilingual,
+            pairs=pairs,
+            translator=translator,
             translator_eval=translator_eval.outputs["results"],
-            corpus=corpus.outputs["corpus"],
-            checkpoints=dsl.Collected(trained.outputs["checkpoint"]),
+            corpus=corpus,
+            checkpoints=dsl.Collected(checkpoint),
             merged=dsl.Collected(merged.outputs["merged"]),
             evaluations=dsl.Collected(evaluated.outputs["results"]),
             **common,

@@ -1,3 +1,5 @@
+import json
+
 import yaml
 
 from hala.recipe import load_recipe
@@ -146,3 +148,34 @@ def test_the_smoke_recipe_compiles_without_platform_settings(tmp_path):
     text, tasks = _compiled("smoke", tmp_path)
     assert all(_gpus(container) == 0 and not k8s for _, container, k8s in tasks.values())
     assert "platforms" not in text
+
+
+def test_reused_outputs_replace_their_stages_with_importers(tmp_path):
+    from hala.recipe import parse_recipe
+
+    data = yaml.safe_load(load_recipe("hala-nano").to_yaml())
+    data["reuse"] = {
+        "fp8_teacher": "s3://hala/runs/r1/fp8-teacher",
+        "corpus": "s3://hala/runs/r1/corpus",
+        "students": {m["name"]: f"s3://hala/runs/r1/{m['name']}" for m in data["students"]["models"]},
+    }
+    out = tmp_path / "reuse.yaml"
+    compile_pipeline(parse_recipe(data, "test"), str(out))
+    spec = next(yaml.safe_load_all(out.read_text()))
+    tasks = _all_tasks(spec)
+    gone = {"quantize-teacher", "translate-corpus", "collect-corpus", "train-student"}
+    assert not gone & set(tasks)
+    assert STAGES - gone <= set(tasks)
+    importers = {e["importer"]["artifactUri"].get("constant", "(loop item)"): e["importer"]["typeSchema"]["schemaTitle"]
+                 for e in spec["deploymentSpec"]["executors"].values() if "importer" in e}
+    assert importers == {
+        "s3://hala/runs/r1/fp8-teacher": "system.Model",
+        "s3://hala/runs/r1/corpus": "system.Dataset",
+        "(loop item)": "system.Model",
+    }
+    # The students' loop carries each checkpoint next to its name; the bootstrap reads the imported teacher.
+    loops = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    raw = [json.loads(t["parameterIterator"]["items"]["raw"]) for t in loops]
+    assert {"student": "hala-350m", "checkpoint": "s3://hala/runs/r1/hala-350m"} in [i for r in raw for i in r if isinstance(i, dict)]
+    boot = tasks["bootstrap-bilingual"]["inputs"]["artifacts"]["fp8_teacher"]
+    assert "importer" in json.dumps(boot)

@@ -222,3 +222,51 @@ def test_failed_stage_marks_runs_failed_and_keeps_finished_artifacts(tmp_path):
     assert runs.pop("smoke-pipeline") == "FAILED" and runs.pop("quantize_teacher") == "FAILED"
     # Only stages that need nothing from the teacher may have run (kfp.local picks their order), and they finished.
     assert set(runs) <= {"screen_pairs"} and all(status == "FINISHED" for status in runs.values())
+
+
+def test_rerun_reuses_earlier_outputs_and_skips_their_stages(smoke_run, s3_env, tmp_path):
+    """Every stage up to student training replaced by the first run's outputs, two of them read from S3."""
+    import mlflow
+    import yaml
+
+    from hala.recipe import parse_recipe
+    from hala.storage import ObjectStore
+    from pipelines.local import run_local
+
+    _, first = smoke_run
+    arts = first["artifacts"]
+    store = ObjectStore.from_env()
+    translator_uri = f"s3://{s3_env['bucket']}/earlier-run/translator"
+    checkpoint_uri = f"s3://{s3_env['bucket']}/earlier-run/nano-s/checkpoint"
+    store.upload_dir(Path(arts["translator"]), translator_uri)
+    store.upload_dir(Path(arts["students"]["nano-s"]["sft_checkpoint"]), checkpoint_uri)
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    data["students"]["models"] = [m for m in data["students"]["models"] if m["name"] == "nano-s"]
+    data["reuse"] = {
+        "fp8_teacher": arts["fp8_teacher"],
+        "bilingual": arts["bilingual_data"],
+        "pairs": arts["filtered_pairs"],
+        "translator": translator_uri,
+        "corpus": arts["arabic_corpus"],
+        "students": {"nano-s": checkpoint_uri},
+    }
+    summary = run_local(parse_recipe(data, "reuse"), tmp_path)
+
+    # Only the stages after the reused outputs ran.
+    client = mlflow.MlflowClient(summary["mlflow"]["tracking_uri"])
+    parent_id = summary["mlflow"]["parent_run_id"]
+    children = client.search_runs([client.get_run(parent_id).info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(r.info.run_name for r in children) == ["evaluate_student[nano-s]", "evaluate_translator", "merge_student[nano-s]"]
+    assert not list((tmp_path / "artifacts").glob("*/quantize-teacher"))
+    out = summary["artifacts"]
+    assert out["fp8_teacher"] == arts["fp8_teacher"] and out["translator"] == translator_uri
+    assert out["students"]["nano-s"]["sft_checkpoint"] == checkpoint_uri
+    # The same data, so the same lineage hashes; the translator read from S3 scores as it did.
+    assert summary["data_hashes"] == first["data_hashes"]
+    assert summary["metrics"]["translation"]["after"] == first["metrics"]["translation"]["after"]
+    assert summary["metrics"]["students"]["nano-s"]["base"] == first["metrics"]["students"]["nano-s"]["base"]
+    merged = load_file(str(Path(out["students"]["nano-s"]["merged"]["uri"]) / "model.safetensors"))
+    sft = load_file(str(Path(arts["students"]["nano-s"]["sft_checkpoint"]) / "model.safetensors"))
+    assert merged.keys() == sft.keys()
+    teacher = client.get_model_version_by_alias("hala-smoke-teacher-fp8", "challenger")
+    assert teacher.source == arts["fp8_teacher"] and teacher.tags["hala.source_run"] == parent_id

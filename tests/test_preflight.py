@@ -1,5 +1,6 @@
 """The pipeline's preflight: every problem listed in seconds, before any GPU work."""
 
+import io
 import socket
 import time
 
@@ -44,3 +45,28 @@ def test_every_problem_is_listed_by_name(s3_env, monkeypatch, tmp_path):
     assert "- translator.base: model s3://hala-test/models/none-such: FileNotFoundError: no config.json under this prefix" in problems
     assert "- judge.model: model Qwen/Qwen2.5-3B-Instruct:" in problems
     assert "- corpus.datasets[2]: dataset s3://hala-test/data/none-such.jsonl: FileNotFoundError: no such object" in problems
+
+
+def test_reused_outputs_are_checked_and_replace_their_stages_inputs(s3_env, tmp_path):
+    translator = tmp_path / "translator"
+    translator.mkdir()
+    (translator / "config.json").write_text("{}")
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    # The teacher's own model and gate set are not needed once its FP8 copy is given.
+    data["teacher"]["model"] = "/nowhere/teacher"
+    data["reuse"] = {
+        "fp8_teacher": f"s3://{s3_env['bucket']}/earlier/fp8-teacher",
+        "translator": str(translator),
+        "corpus": str(tmp_path / "no-corpus"),
+    }
+    with pytest.raises(PreflightError) as err:
+        check_run(parse_recipe(data, "test"), None)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("preflight: 2 of ")
+    assert f"- reuse.fp8_teacher: s3://{s3_env['bucket']}/earlier/fp8-teacher: FileNotFoundError: nothing stored under this URI" in lines
+    assert f"- reuse.corpus: {tmp_path / 'no-corpus'}: FileNotFoundError: {tmp_path / 'no-corpus'} does not exist" in lines
+    s3_env["client"].put_object(s3_env["bucket"], "earlier/fp8-teacher/config.json", io.BytesIO(b"{}"), 2)
+    (tmp_path / "no-corpus").mkdir()
+    passed = check_run(parse_recipe(data, "test"), None)
+    assert f"reuse.translator: {translator}" in passed
+    assert not any(line.startswith(("teacher.", "corpus.datasets")) for line in passed)

@@ -62,6 +62,18 @@ def _smoke_dict():
         ),
         (lambda d: d["judge"]["dataset"].update(layout="sharegpt"), "judge: dataset: layout 'sharegpt' holds conversations"),
         (lambda d: d["judge"]["filters"].update(min_length_ratio=4.0), "judge.filters: min_length_ratio must be below max_length_ratio"),
+        (
+            lambda d: d.update(reuse={"corpus": "runs/corpus"}),
+            "reuse.corpus: 'runs/corpus' is not an s3://bucket/key URI or an absolute path",
+        ),
+        (
+            lambda d: d.update(reuse={"students": {"nano-s": "/ckpt/s"}}),
+            "reuse.students must give a checkpoint for every student or none; missing: nano-m",
+        ),
+        (
+            lambda d: d.update(reuse={"students": {"nano-s": "/a", "nano-m": "/b", "nano-x": "/c"}}),
+            "reuse.students names nano-x, which are not in students.models (nano-s, nano-m)",
+        ),
     ],
 )
 def test_bad_recipes_name_the_key(mutate, message):
