@@ -18,17 +18,21 @@ def train_translator(
     from hala.storage import artifact_path
     from hala.stages.train_translator import train_translator as run
     from hala.tracking import log_stage_metrics, pipeline_stage
+    from hala.trainjob import target_for
 
     parent = mlflow_run.metadata["run_id"]
     with pipeline_stage(recipe_json, tracking_uri, parent, "train_translator", "translator") as recipe:
         # Checkpoints in S3 (when the recipe has storage) survive a retried pod, which resumes from them.
         checkpoints = recipe.storage.run_uri(parent, "checkpoints", "translator") if recipe.storage else None
+        # With training.nodes > 1 this pod only creates and follows a TrainJob.
+        trainjob = target_for(recipe, recipe.translator.training, parent, "translator", tracking_uri)
         metrics = run(
             recipe,
             artifact_path(bilingual.uri, bilingual.path) / "bilingual.jsonl",
             artifact_path(pairs.uri, pairs.path) / "pairs.jsonl",
             Path(translator.path),
             checkpoints,
+            trainjob,
         )
         log_stage_metrics(metrics)
     translator.metadata.update(metrics)

@@ -20,6 +20,7 @@ from pathlib import Path
 from hala.corpora import write_jsonl
 from hala.recipe import Training
 from hala.stages.train_sft import Conversation, train_sft
+from hala.trainjob import TrainJobTarget, train_on_trainjob
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,23 @@ def run_sft(
     chat_template: str | None = None,
     metric_prefix: str = "",
     checkpoint_uri: str | None = None,
+    trainjob: TrainJobTarget | None = None,
 ) -> dict[str, float]:
-    """Train as the recipe's strategy says and return the metrics of ``train_sft``."""
+    """Train as the recipe's strategy says and return the metrics of ``train_sft``.
+
+    With ``training.nodes`` > 1 the job runs on a Kubeflow TrainJob described by ``trainjob``;
+    ``base_model`` is then a reference each node resolves (a hub id or an s3:// URI).
+    """
+    if training.nodes > 1:
+        if trainjob is None:
+            raise LaunchError(f"training.nodes is {training.nodes}: that runs as a Kubeflow TrainJob, which only a pipeline on a cluster starts")
+        mlflow = sys.modules.get("mlflow")
+        run = mlflow.active_run() if mlflow else None
+        return train_on_trainjob(
+            base_model, conversations, training, out_dir, trainjob,
+            chat_template=chat_template, metric_prefix=metric_prefix, checkpoint_uri=checkpoint_uri,
+            mlflow_run_id=run.info.run_id if run else None,
+        )  # fmt: skip
     if training.strategy == "single":
         return train_sft(
             base_model, conversations, training, out_dir,

@@ -141,8 +141,20 @@ class Training(Section):
         description="single: one process; ddp: one process per GPU, each holding the model; fsdp: one process "
         "per GPU with weights, gradients and optimizer state sharded (for models that do not fit one GPU)",
     )
-    processes: int = Field(0, ge=0, description="processes for ddp/fsdp; 0 means one per visible GPU")
+    processes: int = Field(0, ge=0, description="processes for ddp/fsdp; 0 means one per visible GPU (per node)")
+    nodes: int = Field(
+        1, ge=1, description="machines for ddp/fsdp; above 1 the stage runs a Kubeflow Trainer TrainJob with this many nodes"
+    )
     gradient_checkpointing: bool = Field(True, description="recompute activations on GPU to save memory")
+
+    @model_validator(mode="after")
+    def _nodes(self) -> Training:
+        if self.nodes > 1 and self.strategy == "single":
+            raise ValueError(f"nodes is {self.nodes}: training on several nodes needs strategy ddp or fsdp")
+        if self.nodes > 1 and not self.processes:
+            # The stage's pod cannot see the training nodes' GPUs, so it cannot count them.
+            raise ValueError(f"nodes is {self.nodes}: give training.processes, the processes (GPUs) on each node")
+        return self
 
 
 class Languages(Section):
@@ -470,6 +482,14 @@ class Retries(Section):
     max_duration: str = Field("3600s", pattern=r"^\d+s$")
 
 
+class TrainJobSettings(Section):
+    """Multi-node training (``training.nodes`` > 1) as Kubeflow Trainer TrainJobs."""
+
+    runtime: str = Field("torch-distributed", min_length=1, description="ClusterTrainingRuntime the TrainJobs use")
+    namespace: str | None = Field(None, description="namespace of the TrainJobs; default: the pipeline pod's own")
+    poll_seconds: float = Field(15.0, gt=0, description="how often the stage checks its TrainJob")
+
+
 class Cluster(Section):
     """How the pipeline's pods run on Kubernetes (kfp-kubernetes); absent for local runs."""
 
@@ -481,6 +501,7 @@ class Cluster(Section):
     caching: bool = Field(True, description="let KFP reuse results of deterministic stages")
     retries: Retries = Field(Retries(), description="for generation, training, quantization and evaluation pods")
     resources: dict[Role, Resources] = Field(default_factory=dict)
+    trainjob: TrainJobSettings = Field(default_factory=TrainJobSettings)
 
     @field_validator("s3_endpoint")
     @classmethod
@@ -508,6 +529,16 @@ class Recipe(Section):
     cluster: Cluster | None = Field(None, description="Kubernetes settings of the pipeline's pods; None for local runs")
     promotion: Promotion = Promotion()
     reuse: Reuse = Field(default_factory=Reuse, description="outputs of earlier runs that replace stages")
+
+    @model_validator(mode="after")
+    def _multi_node(self) -> Recipe:
+        for key, training in (("translator.training", self.translator.training), ("students.training", self.students.training)):
+            if training.nodes > 1 and not (self.cluster and self.storage):
+                raise ValueError(
+                    f"{key}.nodes is {training.nodes}: it runs as a Kubeflow TrainJob, which needs the recipe's cluster "
+                    "and storage sections (the nodes share data and the model through S3)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _reused_students(self) -> Recipe:

@@ -7,7 +7,9 @@ needs. Secrets are referenced by name; their values never enter the compiled pip
 
 from kfp import kubernetes
 
+from hala.images import image
 from hala.recipe import Recipe
+from hala.trainjob import IMAGE_ENV
 
 # Tasks with side effects outside their outputs (a new MLflow run, registry versions): a cached
 # result would skip them, so KFP must always run them.
@@ -16,8 +18,11 @@ NOT_CACHED = ("preflight", "open", "register")
 RETRIED = ("quantize", "generation", "training", "evaluation")
 
 
-def place(task, role: str, recipe: Recipe, gpus: int = 0):
+def place(task, role: str, recipe: Recipe, gpus: int = 0, trainjob: bool = False):
     """Apply the recipe's cluster settings for ``role`` to ``task``; ``gpus`` is what the stage needs.
+
+    ``trainjob``: the task trains on several nodes through a TrainJob, so its own pod needs no
+    GPUs; it gets the training image's name to give the nodes.
 
     Roles: ``preflight`` (the checks), ``open`` (start the MLflow run), ``register`` (write the registry), ``light`` (CPU
     work: screening, joins), ``quantize``, ``generation``, ``training``, ``merge``, ``evaluation``.
@@ -40,6 +45,9 @@ def place(task, role: str, recipe: Recipe, gpus: int = 0):
     if role in RETRIED and cluster.retries.count:
         r = cluster.retries
         task.set_retry(r.count, backoff_duration=r.backoff, backoff_factor=r.factor, backoff_max_duration=r.max_duration)
+    if trainjob:
+        task.set_env_variable(IMAGE_ENV, image("train"))
+        return task
     resources = cluster.resources.get(role)
     if resources is None:
         return task

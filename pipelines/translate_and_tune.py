@@ -106,7 +106,8 @@ def build_pipeline(recipe: Recipe):
             trained_translator = train_translator(bilingual=bilingual, pairs=pairs, **common).set_display_name(
                 "4. train translator"
             )
-            place(trained_translator, "training", recipe, recipe.translator.training.processes or 1)
+            training = recipe.translator.training
+            place(trained_translator, "training", recipe, training.processes or 1, trainjob=training.nodes > 1)
             translator = trained_translator.outputs["translator"]
         translator_eval = evaluate_translator(translator=translator, **common).set_display_name("8a. evaluate translator")
         place(translator_eval, "evaluation", recipe, tp["translator"])
@@ -134,7 +135,8 @@ def build_pipeline(recipe: Recipe):
             else:
                 student = item
                 trained = train_student(student=student, corpus=corpus, **common).set_display_name("6. train student")
-                place(trained, "training", recipe, recipe.students.training.processes or 1)
+                training = recipe.students.training
+                place(trained, "training", recipe, training.processes or 1, trainjob=training.nodes > 1)
                 checkpoint = trained.outputs["checkpoint"]
             merged = merge_student(student=student, checkpoint=checkpoint, **common).set_display_name("7. slerp merge")
             place(merged, "merge", recipe)

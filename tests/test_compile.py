@@ -2,6 +2,7 @@ import json
 
 import yaml
 
+from hala.images import image
 from hala.recipe import load_recipe
 from pipelines.translate_and_tune import compile_pipeline
 
@@ -114,7 +115,9 @@ def test_cluster_recipes_ask_for_gpus_nodes_and_secrets_by_name(tmp_path, monkey
         assert not [v for v in canaries.values() if v in text]
         assert set(tasks) >= STAGES
         for task_name, (task, container, k8s) in tasks.items():
-            gpu = task_name in GPU_STAGES
+            # A student trained on several nodes: its pod only creates and follows the TrainJob.
+            multi_node = task_name == "train-student" and recipe.students.training.nodes > 1
+            gpu = task_name in GPU_STAGES and not multi_node
             assert (_gpus(container) > 0) == gpu, task_name
             if gpu:
                 role = next(r for r, res in cluster.resources.items() if res.node_selector and _role_of(task_name) == r)
@@ -122,18 +125,22 @@ def test_cluster_recipes_ask_for_gpus_nodes_and_secrets_by_name(tmp_path, monkey
                 assert [t["key"] for t in k8s["tolerations"]] == [t.key for t in cluster.resources[role].tolerations]
                 assert task["retryPolicy"]["maxRetryCount"] == cluster.retries.count
             else:
-                assert "nodeSelector" not in k8s and "tolerations" not in k8s and "retryPolicy" not in task
+                assert "nodeSelector" not in k8s and "tolerations" not in k8s
+                assert ("retryPolicy" in task) == multi_node
             secrets = {s["secretName"]: {e["envVar"]: e["secretKey"] for e in s["keyToEnv"]} for s in k8s["secretAsEnv"]}
             assert secrets == {s.name: s.env for s in cluster.secrets}
             env = {e["name"]: e["value"] for e in container.get("env", [])}
             assert env["AWS_ENDPOINT_URL"] == cluster.s3_endpoint
+            assert env.get("HALA_TRAIN_IMAGE") == (image("train") if multi_node else None)
             cached = task.get("cachingOptions", {}).get("enableCache", False)
             assert cached == (task_name not in ("preflight", "open-run", "register-models")), task_name
             # Only preflight may start without a Secret: it is the task that reports one missing.
             assert {s["optional"] for s in k8s["secretAsEnv"]} == {task_name == "preflight"}
         assert _gpus(tasks["bootstrap-bilingual"][1]) == recipe.bootstrap.generation.tensor_parallel_size == 8
         assert tasks["open-run"][0]["dependentTasks"] == ["preflight"]
-        assert _gpus(tasks["train-student"][1]) == cluster.resources["training"].gpus
+        students = recipe.students.training
+        assert _gpus(tasks["train-student"][1]) == (0 if students.nodes > 1 else cluster.resources["training"].gpus)
+    assert load_recipe("hala-9b").students.training.nodes == 2
 
 
 def _role_of(task_name):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -339,15 +340,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from hala.corpora import iter_jsonl
 
-    parser = argparse.ArgumentParser(description="one rank of a distributed SFT job written by hala.launch")
-    parser.add_argument("job", type=Path, help="job.json written by hala.launch.run_sft")
-    job = json.loads(parser.parse_args(argv).job.read_text())
+    from hala.models import resolve_model
+    from hala.storage import fetch_file
+
+    parser = argparse.ArgumentParser(description="one rank of a distributed SFT job written by hala.launch or hala.trainjob")
+    parser.add_argument("job", help="job.json: a local file (one node) or an s3:// object (a TrainJob's nodes)")
+    ref = parser.parse_args(argv).job
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job = json.loads((fetch_file(ref) if ref.startswith("s3://") else Path(ref)).read_text())
+    conversations = job["conversations"]
+    # A TrainJob node has only S3 in common with the others: it fetches the data and writes the
+    # model to its own scratch volume, and global rank 0 uploads it.
+    out_uri = job.get("out_uri")
+    out_dir = Path(os.environ.get("HALA_SCRATCH", "/scratch")) / "model" if out_uri else Path(job["out_dir"])
     metrics = train_sft(
-        job["base_model"],
-        [row["messages"] for row in iter_jsonl(Path(job["conversations"]))],
+        resolve_model(job["base_model"]),
+        [row["messages"] for row in iter_jsonl(fetch_file(conversations) if conversations.startswith("s3://") else Path(conversations))],
         Training.model_validate(job["training"]),
-        Path(job["out_dir"]),
+        out_dir,
         chat_template=job["chat_template"],
         metric_prefix=job["metric_prefix"],
         mlflow_run_id=job["mlflow_run_id"],
@@ -355,7 +365,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     import torch.distributed as dist
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
+    if out_uri:
+        from hala.storage import ObjectStore
+
+        store = ObjectStore.from_env()
+        store.upload_dir(out_dir, out_uri)
+        (out_dir.parent / "metrics.json").write_text(json.dumps(metrics))
+        store.upload_file(out_dir.parent / "metrics.json", job["metrics"])  # last: its presence means the model is complete
+    else:
         Path(job["metrics"]).write_text(json.dumps(metrics))
 
 

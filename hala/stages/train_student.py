@@ -8,6 +8,7 @@ from hala.corpora import read_jsonl
 from hala.models import resolve_model
 from hala.recipe import Recipe
 from hala.launch import run_sft
+from hala.trainjob import TrainJobTarget
 
 
 def student_by_name(recipe: Recipe, name: str):
@@ -19,12 +20,14 @@ def student_by_name(recipe: Recipe, name: str):
 
 
 def train_student(
-    recipe: Recipe, name: str, corpus_file: Path, out_dir: Path, checkpoint_uri: str | None = None
+    recipe: Recipe, name: str, corpus_file: Path, out_dir: Path, checkpoint_uri: str | None = None,
+    trainjob: TrainJobTarget | None = None,
 ) -> dict[str, float]:
-    """SFT of student ``name``; ``checkpoint_uri`` (s3://) keeps its checkpoints beyond this pod."""
+    """SFT of student ``name``; ``checkpoint_uri`` (s3://) keeps its checkpoints beyond this pod;
+    ``trainjob`` runs it on several nodes (``training.nodes`` > 1), where the nodes resolve the base model."""
     student = student_by_name(recipe, name)
     conversations = [row["messages"] for row in read_jsonl(corpus_file)]
     return run_sft(
-        resolve_model(student.base), conversations, recipe.students.training, Path(out_dir),
-        chat_template=student.chat_template, checkpoint_uri=checkpoint_uri,
+        student.base if trainjob else resolve_model(student.base), conversations, recipe.students.training, Path(out_dir),
+        chat_template=student.chat_template, checkpoint_uri=checkpoint_uri, trainjob=trainjob,
     )  # fmt: skip

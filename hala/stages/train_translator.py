@@ -9,6 +9,7 @@ from hala.models import resolve_model
 from hala.recipe import Recipe
 from hala.stages.bootstrap_bilingual import turn_pairs
 from hala.launch import run_sft
+from hala.trainjob import TrainJobTarget
 
 
 def translator_conversations(recipe: Recipe, bilingual_file: Path, pairs_file: Path) -> list[list[dict[str, str]]]:
@@ -23,12 +24,14 @@ def translator_conversations(recipe: Recipe, bilingual_file: Path, pairs_file: P
 
 
 def train_translator(
-    recipe: Recipe, bilingual_file: Path, pairs_file: Path, out_dir: Path, checkpoint_uri: str | None = None
+    recipe: Recipe, bilingual_file: Path, pairs_file: Path, out_dir: Path, checkpoint_uri: str | None = None,
+    trainjob: TrainJobTarget | None = None,
 ) -> dict[str, float]:
-    """SFT of the translator; ``checkpoint_uri`` (s3://) keeps its checkpoints beyond this pod."""
+    """SFT of the translator; ``checkpoint_uri`` (s3://) keeps its checkpoints beyond this pod;
+    ``trainjob`` runs it on several nodes (``training.nodes`` > 1), where the nodes resolve the base model."""
     conversations = translator_conversations(recipe, bilingual_file, pairs_file)
     section = recipe.translator
     return run_sft(
-        resolve_model(section.base), conversations, section.training, Path(out_dir),
-        chat_template=section.chat_template, checkpoint_uri=checkpoint_uri,
+        section.base if trainjob else resolve_model(section.base), conversations, section.training, Path(out_dir),
+        chat_template=section.chat_template, checkpoint_uri=checkpoint_uri, trainjob=trainjob,
     )  # fmt: skip
