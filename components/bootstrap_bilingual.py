@@ -7,7 +7,6 @@ from hala.images import image
 def bootstrap_bilingual(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     fp8_teacher: dsl.Input[dsl.Model],
     worker: int,
     part: dsl.Output[dsl.Dataset],
@@ -19,7 +18,7 @@ def bootstrap_bilingual(
     from hala.stages.bootstrap_bilingual import bootstrap_bilingual as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"bootstrap_bilingual[{worker}]", "bootstrap") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, f"bootstrap_bilingual[{worker}]", "bootstrap") as recipe:
         metrics = run(recipe, str(artifact_path(fp8_teacher.uri, fp8_teacher.path)), Path(part.path), worker=worker)
         log_stage_metrics(metrics)
     part.metadata.update({**metrics, "worker": worker})
@@ -29,7 +28,6 @@ def bootstrap_bilingual(
 def collect_bilingual(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     parts: dsl.Input[list[dsl.Dataset]],
     bilingual: dsl.Output[dsl.Dataset],
 ):
@@ -39,7 +37,7 @@ def collect_bilingual(
     from hala.stages.bootstrap_bilingual import collect_bilingual as run
     from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "bootstrap_bilingual", "bootstrap"):
+    with pipeline_stage(recipe_json, tracking_uri, "bootstrap_bilingual", "bootstrap"):
         metrics = run([Path(p.path) for p in parts], Path(bilingual.path))
         log_stage_metrics(metrics)
         log_jsonl_sample(Path(bilingual.path) / "bilingual.jsonl", "samples/bilingual.jsonl")

@@ -7,7 +7,6 @@ from hala.images import image
 def evaluate_student(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     student: str,
     checkpoint: dsl.Input[dsl.Model],
     merged: dsl.Input[dsl.Model],
@@ -25,7 +24,7 @@ def evaluate_student(
     from hala.stages.train_student import student_by_name
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"evaluate_student[{student}]", "evaluation") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, f"evaluate_student[{student}]", "evaluation") as recipe:
         merges = {float(t): str(Path(merged.path) / folder) for folder, t in merged.metadata["candidates"].items()}
         base = resolve_model(student_by_name(recipe, student).base)
         table = compare_student(base, str(artifact_path(checkpoint.uri, checkpoint.path)), merges, recipe)

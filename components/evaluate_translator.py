@@ -7,7 +7,6 @@ from hala.images import image
 def evaluate_translator(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     translator: dsl.Input[dsl.Model],
     results: dsl.Output[dsl.Metrics],
 ):
@@ -21,7 +20,7 @@ def evaluate_translator(
     from hala.stages.evaluate import evaluate_translation
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "evaluate_translator", "translator") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, "evaluate_translator", "translator") as recipe:
         before = evaluate_translation(resolve_model(recipe.translator.base), recipe, recipe.translator.chat_template)
         after = evaluate_translation(str(artifact_path(translator.uri, translator.path)), recipe)
         scores = {f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()}

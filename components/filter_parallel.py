@@ -4,14 +4,14 @@ from hala.images import image
 
 
 @dsl.component(base_image=image("base"))
-def screen_pairs(recipe_json: str, tracking_uri: str, mlflow_run: dsl.Input[dsl.Artifact], screened: dsl.Output[dsl.Dataset]):
+def screen_pairs(recipe_json: str, tracking_uri: str, screened: dsl.Output[dsl.Dataset]):
     """Stage 3 (screen): heuristic checks and duplicate removal over the whole parallel corpus."""
     from pathlib import Path
 
     from hala.stages.filter_parallel import screen_pairs as run
     from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "screen_pairs", "judge") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, "screen_pairs", "judge") as recipe:
         section = recipe.judge
         metrics = run(section.dataset, section.filters, recipe.languages, Path(screened.path))
         log_stage_metrics(metrics)
@@ -23,7 +23,6 @@ def screen_pairs(recipe_json: str, tracking_uri: str, mlflow_run: dsl.Input[dsl.
 def judge_pairs(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     screened: dsl.Input[dsl.Dataset],
     worker: int,
     part: dsl.Output[dsl.Dataset],
@@ -34,7 +33,7 @@ def judge_pairs(
     from hala.stages.filter_parallel import judge_pairs as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"judge_pairs[{worker}]", "judge") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, f"judge_pairs[{worker}]", "judge") as recipe:
         section = recipe.judge
         metrics = run(
             Path(screened.path), section, recipe.engine, Path(part.path), section.shards, worker=worker, workers=section.shards.workers
@@ -47,7 +46,6 @@ def judge_pairs(
 def collect_pairs(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     screened: dsl.Input[dsl.Dataset],
     parts: dsl.Input[list[dsl.Dataset]],
     pairs: dsl.Output[dsl.Dataset],
@@ -58,7 +56,7 @@ def collect_pairs(
     from hala.stages.filter_parallel import collect_pairs as run
     from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "filter_parallel", "judge"):
+    with pipeline_stage(recipe_json, tracking_uri, "filter_parallel", "judge"):
         metrics = run(Path(screened.path), [Path(p.path) for p in parts], Path(pairs.path))
         log_stage_metrics(metrics)
         log_jsonl_sample(Path(pairs.path) / "pairs.jsonl", "samples/kept.jsonl")

@@ -7,7 +7,6 @@ from hala.images import image
 def merge_student(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     student: str,
     checkpoint: dsl.Input[dsl.Model],
     merged: dsl.Output[dsl.Model],
@@ -23,7 +22,7 @@ def merge_student(
     from hala.stages.train_student import student_by_name
     from hala.tracking import pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"merge_student[{student}]", "merge") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, f"merge_student[{student}]", "merge") as recipe:
         base = local_model_dir(student_by_name(recipe, student).base)
         merges = merge_sweep(base, str(artifact_path(checkpoint.uri, checkpoint.path)), recipe.merge, Path(merged.path))
         for m in merges:

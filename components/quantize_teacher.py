@@ -4,14 +4,14 @@ from hala.images import image
 
 
 @dsl.component(base_image=image("quantize"))
-def quantize_teacher(recipe_json: str, tracking_uri: str, mlflow_run: dsl.Input[dsl.Artifact], fp8_teacher: dsl.Output[dsl.Model]):
+def quantize_teacher(recipe_json: str, tracking_uri: str, fp8_teacher: dsl.Output[dsl.Model]):
     """Stage 1: compress the teacher to FP8 (llm-compressor) and gate on chrF against the original."""
     from pathlib import Path
 
     from hala.stages.quantize_teacher import quantize_teacher as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "quantize_teacher", "teacher") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, "quantize_teacher", "teacher") as recipe:
         metrics = run(recipe, Path(fp8_teacher.path))
         log_stage_metrics(metrics)
     fp8_teacher.metadata.update(metrics)

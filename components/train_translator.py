@@ -7,7 +7,6 @@ from hala.images import image
 def train_translator(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     bilingual: dsl.Input[dsl.Dataset],
     pairs: dsl.Input[dsl.Dataset],
     translator: dsl.Output[dsl.Model],
@@ -17,11 +16,12 @@ def train_translator(
 
     from hala.storage import artifact_path
     from hala.stages.train_translator import train_translator as run
-    from hala.tracking import log_stage_metrics, pipeline_stage
+    from hala.recipe import recipe_from_json
+    from hala.tracking import find_parent_run, log_stage_metrics, pipeline_stage
     from hala.trainjob import target_for
 
-    parent = mlflow_run.metadata["run_id"]
-    with pipeline_stage(recipe_json, tracking_uri, parent, "train_translator", "translator") as recipe:
+    parent = find_parent_run(tracking_uri, recipe_from_json(recipe_json))
+    with pipeline_stage(recipe_json, tracking_uri, "train_translator", "translator", parent_run_id=parent) as recipe:
         # Checkpoints in S3 (when the recipe has storage) survive a retried pod, which resumes from them.
         checkpoints = recipe.storage.run_uri(parent, "checkpoints", "translator") if recipe.storage else None
         # With training.nodes > 1 this pod only creates and follows a TrainJob.

@@ -7,7 +7,6 @@ from hala.images import image
 def translate_corpus(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     translator: dsl.Input[dsl.Model],
     worker: int,
     part: dsl.Output[dsl.Dataset],
@@ -19,7 +18,7 @@ def translate_corpus(
     from hala.stages.translate_corpus import translate_corpus as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], f"translate_corpus[{worker}]", "corpus") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, f"translate_corpus[{worker}]", "corpus") as recipe:
         metrics = run(recipe, str(artifact_path(translator.uri, translator.path)), Path(part.path), worker=worker)
         log_stage_metrics(metrics)
     part.metadata.update({**metrics, "worker": worker})
@@ -29,7 +28,6 @@ def translate_corpus(
 def collect_corpus(
     recipe_json: str,
     tracking_uri: str,
-    mlflow_run: dsl.Input[dsl.Artifact],
     parts: dsl.Input[list[dsl.Dataset]],
     corpus: dsl.Output[dsl.Dataset],
 ):
@@ -39,7 +37,7 @@ def collect_corpus(
     from hala.stages.translate_corpus import collect_corpus as run
     from hala.tracking import log_jsonl_sample, log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, mlflow_run.metadata["run_id"], "translate_corpus", "corpus"):
+    with pipeline_stage(recipe_json, tracking_uri, "translate_corpus", "corpus"):
         metrics = run([Path(p.path) for p in parts], Path(corpus.path))
         log_stage_metrics(metrics)
         log_jsonl_sample(Path(corpus.path) / "corpus.jsonl", "samples/corpus.jsonl")

@@ -1,7 +1,10 @@
 """MLflow tracking for a pipeline run: one parent run, one nested run per stage, the model registry.
 
-Stages run in separate processes (pipeline tasks), so the parent run is created once and its
-id travels through the pipeline as a parameter; each stage opens a nested run under it.
+Stages run in separate processes (pipeline tasks). The parent run is created once, tagged with
+the run's key, and each stage finds it by that key and opens a nested run under it. The key
+reaches every task in its environment (``HALA_RUN_KEY``): on a cluster it is the Argo workflow
+label of the task's pod, locally ``hala run`` sets it. It is deliberately not a task input: KFP's
+cache key covers a task's inputs, and a per-run input would make every stage miss the cache.
 """
 
 from __future__ import annotations
@@ -14,6 +17,22 @@ from pathlib import Path
 from hala.recipe import Recipe
 
 LOCAL_STORE = "mlflow.db"
+RUN_KEY_ENV = "HALA_RUN_KEY"
+# Argo labels every pod of a workflow with its name, which is unique per pipeline run.
+RUN_KEY_LABEL = "workflows.argoproj.io/workflow"
+
+
+class TrackingError(RuntimeError):
+    """The pipeline's parent run cannot be found; the message says what is missing."""
+
+
+def run_key() -> str:
+    key = os.environ.get(RUN_KEY_ENV)
+    if not key:
+        raise TrackingError(
+            f"{RUN_KEY_ENV} is not set: pipeline pods get it from their {RUN_KEY_LABEL} label (compile with hala), and hala run sets it"
+        )
+    return key
 
 
 def local_tracking_uri(folder: Path) -> str:
@@ -48,20 +67,43 @@ def use_store(tracking_uri: str, experiment: str) -> str:
     return mlflow.create_experiment(experiment, artifact_location=_artifact_location(tracking_uri))
 
 
-def start_parent_run(recipe: Recipe, tracking_uri: str) -> str:
-    """Create the pipeline's parent run, log the recipe (YAML, with its hash) and return its id."""
+def start_parent_run(recipe: Recipe, tracking_uri: str, key: str | None = None) -> str:
+    """Create the pipeline's parent run, log the recipe (YAML, with its hash) and return its id.
+
+    ``key`` (the run's key) lets the stages find it; see ``find_parent_run``.
+    """
     import mlflow
 
     experiment_id = use_store(tracking_uri, recipe.tracking.experiment)
     client = mlflow.MlflowClient()
-    run = client.create_run(
-        experiment_id,
-        run_name=f"{recipe.name}-pipeline",
-        tags={"hala.recipe": recipe.name, "hala.recipe_hash": recipe.hash, "hala.kind": "pipeline"},
-    )
+    tags = {"hala.recipe": recipe.name, "hala.recipe_hash": recipe.hash, "hala.kind": "pipeline"}
+    run = client.create_run(experiment_id, run_name=f"{recipe.name}-pipeline", tags={**tags, **({"hala.run_key": key} if key else {})})
     client.log_text(run.info.run_id, recipe.to_yaml(), "recipe.yaml")
     client.log_param(run.info.run_id, "recipe_hash", recipe.hash)
     return run.info.run_id
+
+
+def adopt_parent_run(tracking_uri: str, run_id: str, key: str) -> None:
+    """Tag a parent run opened elsewhere (``hala run``, or a run id given to the pipeline) with the run's key."""
+    import mlflow
+
+    _quiet_mlflow()
+    mlflow.MlflowClient(tracking_uri).set_tag(run_id, "hala.run_key", key)
+
+
+def find_parent_run(tracking_uri: str, recipe: Recipe, key: str | None = None) -> str:
+    """The id of the pipeline's parent run, found by the run's key."""
+    import mlflow
+
+    key = key or run_key()
+    experiment_id = use_store(tracking_uri, recipe.tracking.experiment)
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment_id], f"tags.`hala.run_key` = '{key}' and tags.`hala.kind` = 'pipeline'", max_results=2
+    )
+    if len(runs) != 1:
+        found = "no" if not runs else "more than one"
+        raise TrackingError(f"{found} pipeline run tagged hala.run_key={key} in experiment {recipe.tracking.experiment!r} at {tracking_uri}")
+    return runs[0].info.run_id
 
 
 def end_parent_run(tracking_uri: str, run_id: str, status: str) -> None:
@@ -135,17 +177,19 @@ def register_model(
 
 @contextmanager
 def pipeline_stage(
-    recipe_json: str, tracking_uri: str, parent_run_id: str, stage: str, section: str | None = None
+    recipe_json: str, tracking_uri: str, stage: str, section: str | None = None, parent_run_id: str | None = None
 ) -> Iterator[Recipe]:
     """What every pipeline component does around its stage: parse the recipe, open the nested run.
 
-    ``section`` names the recipe section logged as the stage's parameters.
+    ``section`` names the recipe section logged as the stage's parameters. The parent run is
+    found by the run's key unless ``parent_run_id`` is given.
     """
     from hala.recipe import recipe_from_json
 
     recipe = recipe_from_json(recipe_json)
     params = getattr(recipe, section) if section else None
-    with stage_run(recipe, tracking_uri, parent_run_id, stage, params):
+    parent = parent_run_id or find_parent_run(tracking_uri, recipe)
+    with stage_run(recipe, tracking_uri, parent, stage, params):
         yield recipe
 
 

@@ -3,12 +3,13 @@
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 from hala.preflight import is_offline, preflight
 from hala.recipe import Recipe
 from hala.report import write_report
-from hala.tracking import end_parent_run, local_tracking_uri, start_parent_run
+from hala.tracking import RUN_KEY_ENV, end_parent_run, local_tracking_uri, start_parent_run
 from pipelines.translate_and_tune import build_pipeline
 
 
@@ -36,7 +37,10 @@ def run_local(recipe: Recipe, out_dir: Path) -> dict:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     tracking_uri = recipe.tracking.tracking_uri or local_tracking_uri(out_dir)
-    parent_run_id = start_parent_run(recipe, tracking_uri)
+    # What Argo's workflow label is on a cluster: the key by which the stages find this run.
+    key = f"local-{uuid.uuid4().hex}"
+    os.environ[RUN_KEY_ENV] = key  # the task processes inherit it
+    parent_run_id = start_parent_run(recipe, tracking_uri, key)
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out_dir / "artifacts"))
     pipeline = build_pipeline(recipe)
     started = time.time()

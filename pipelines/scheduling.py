@@ -1,14 +1,14 @@
 """Where each pipeline task runs on Kubernetes: accelerators, nodes, secrets, caching and retries.
 
 Everything comes from the recipe's ``cluster`` section and is set with kfp-kubernetes. A recipe
-without that section (the smoke recipe) gets tasks with no platform settings, as ``hala run``
-needs. Secrets are referenced by name; their values never enter the compiled pipeline.
+without that section (the smoke recipe) gets tasks with only the run's key from their pod label. Secrets are referenced by name; their values never enter the compiled pipeline.
 """
 
 from kfp import kubernetes
 
 from hala.images import image
 from hala.recipe import Recipe
+from hala.tracking import RUN_KEY_ENV, RUN_KEY_LABEL
 from hala.trainjob import IMAGE_ENV
 
 # Tasks with side effects outside their outputs (a new MLflow run, registry versions): a cached
@@ -30,6 +30,10 @@ def place(task, role: str, recipe: Recipe, gpus: int = 0, trainjob: bool = False
     cluster = recipe.cluster
     cached = role not in NOT_CACHED and (cluster.caching if cluster else True)
     task.set_caching_options(cached)
+    # The run's key (hala.tracking) from the pod's own label: in the environment, not an input,
+    # so that it stays out of KFP's cache key. Set for every recipe so that any compiled pipeline
+    # runs on Kubeflow; local runs set the variable themselves.
+    kubernetes.use_field_path_as_env(task, env_name=RUN_KEY_ENV, field_path=f"metadata.labels['{RUN_KEY_LABEL}']")
     if cluster is None:
         return task
     if cluster.s3_endpoint:

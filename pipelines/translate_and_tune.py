@@ -54,20 +54,33 @@ def build_pipeline(recipe: Recipe):
         tracking_uri: str = recipe.tracking.tracking_uri or "",
         parent_run_id: str = "",
     ) -> dsl.Artifact:
+        """Hala translate-and-tune.
+
+        Args:
+            recipe_json: The validated recipe as JSON (hala compile fills it in); change it with hala compile, not here.
+            tracking_uri: MLflow tracking server for the runs and the registry, e.g. http://mlflow-hala-mlflow.mlflow.svc:5000. No credentials in it: they come from a Secret.
+            parent_run_id: An existing MLflow run to nest this run's stages under; empty opens a new one.
+        """
         # Seconds of checks before anything else: the bucket, MLflow, the Secrets, every model and dataset.
         checked = place(
             preflight(recipe_json=recipe_json, tracking_uri=tracking_uri).set_display_name("0. preflight checks"), "preflight", recipe
         )
         opened = open_run(recipe_json=recipe_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id).after(checked)
         place(opened.set_display_name("open MLflow run"), "open", recipe)
-        # Every stage gets the recipe, the MLflow store and the parent run to nest under.
-        common = {"recipe_json": recipe_json, "tracking_uri": tracking_uri, "mlflow_run": opened.outputs["mlflow_run"]}
+        # Every stage gets the recipe and the MLflow store, and runs after the parent run is open.
+        # It finds that run by the run's key; as an input, the run would change every stage's
+        # cache key on every run, and KFP could never reuse a finished stage.
+        common = {"recipe_json": recipe_json, "tracking_uri": tracking_uri}
+
+        def stage(component, **inputs):
+            return component(**inputs, **common).after(opened)
+
         # A stage whose output the recipe reuses is not run: KFP imports the given URI in its place.
         if reuse.fp8_teacher:
             teacher = _reused(reuse.fp8_teacher, dsl.Model, "1. quantize teacher (FP8)")
             fp8_teacher = teacher.output
         else:
-            teacher = quantize_teacher(**common).set_display_name("1. quantize teacher (FP8)")
+            teacher = stage(quantize_teacher).set_display_name("1. quantize teacher (FP8)")
             place(teacher, "quantize", recipe, tp["teacher"])
             fp8_teacher = teacher.outputs["fp8_teacher"]
         if reuse.bilingual:
@@ -76,11 +89,11 @@ def build_pipeline(recipe: Recipe):
             # The generation stages fan out over workers (each takes every n-th shard, one GPU pod
             # each on a cluster) and one task joins their parts, checking every shard is there once.
             with dsl.ParallelFor(list(range(recipe.bootstrap.shards.workers)), name="bootstrap-workers") as worker:
-                boot_part = bootstrap_bilingual(fp8_teacher=fp8_teacher, worker=worker, **common).set_display_name(
+                boot_part = stage(bootstrap_bilingual, fp8_teacher=fp8_teacher, worker=worker).set_display_name(
                     "2. bootstrap bilingual data (worker)"
                 )
                 place(boot_part, "generation", recipe, tp["bootstrap"])
-            boot = collect_bilingual(parts=dsl.Collected(boot_part.outputs["part"]), **common).set_display_name(
+            boot = stage(collect_bilingual, parts=dsl.Collected(boot_part.outputs["part"])).set_display_name(
                 "2. collect bilingual data"
             )
             place(boot, "light", recipe)
@@ -88,38 +101,38 @@ def build_pipeline(recipe: Recipe):
         if reuse.pairs:
             pairs = _reused(reuse.pairs, dsl.Dataset, "3. filter").output
         else:
-            screened = place(screen_pairs(**common).set_display_name("3. filter: heuristic checks"), "light", recipe)
+            screened = place(stage(screen_pairs).set_display_name("3. filter: heuristic checks"), "light", recipe)
             with dsl.ParallelFor(list(range(recipe.judge.shards.workers)), name="judge-workers") as worker:
-                judge_part = judge_pairs(
-                    screened=screened.outputs["screened"], worker=worker, **common
-                ).set_display_name("3. filter: LLM judge (worker)")
+                judge_part = stage(judge_pairs, screened=screened.outputs["screened"], worker=worker).set_display_name(
+                    "3. filter: LLM judge (worker)"
+                )
                 judge_part.after(teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
                 place(judge_part, "generation", recipe, tp["judge"])
-            judged = collect_pairs(
-                screened=screened.outputs["screened"], parts=dsl.Collected(judge_part.outputs["part"]), **common
+            judged = stage(
+                collect_pairs, screened=screened.outputs["screened"], parts=dsl.Collected(judge_part.outputs["part"])
             ).set_display_name("3. filter: collect pairs")
             place(judged, "light", recipe)
             pairs = judged.outputs["pairs"]
         if reuse.translator:
             translator = _reused(reuse.translator, dsl.Model, "4. train translator").output
         else:
-            trained_translator = train_translator(bilingual=bilingual, pairs=pairs, **common).set_display_name(
+            trained_translator = stage(train_translator, bilingual=bilingual, pairs=pairs).set_display_name(
                 "4. train translator"
             )
             training = recipe.translator.training
             place(trained_translator, "training", recipe, training.processes or 1, trainjob=training.nodes > 1)
             translator = trained_translator.outputs["translator"]
-        translator_eval = evaluate_translator(translator=translator, **common).set_display_name("8a. evaluate translator")
+        translator_eval = stage(evaluate_translator, translator=translator).set_display_name("8a. evaluate translator")
         place(translator_eval, "evaluation", recipe, tp["translator"])
         if reuse.corpus:
             corpus = _reused(reuse.corpus, dsl.Dataset, "5. translate corpus").output
         else:
             with dsl.ParallelFor(list(range(recipe.corpus.shards.workers)), name="corpus-workers") as worker:
-                part = translate_corpus(translator=translator, worker=worker, **common).set_display_name(
+                part = stage(translate_corpus, translator=translator, worker=worker).set_display_name(
                     "5. translate corpus (worker)"
                 )
                 place(part, "generation", recipe, tp["corpus"])
-            collected = collect_corpus(parts=dsl.Collected(part.outputs["part"]), **common).set_display_name(
+            collected = stage(collect_corpus, parts=dsl.Collected(part.outputs["part"])).set_display_name(
                 "5. collect corpus"
             )
             place(collected, "light", recipe)
@@ -134,17 +147,14 @@ def build_pipeline(recipe: Recipe):
                 checkpoint = _reused(item.checkpoint, dsl.Model, "6. train student").output
             else:
                 student = item
-                trained = train_student(student=student, corpus=corpus, **common).set_display_name("6. train student")
+                trained = stage(train_student, student=student, corpus=corpus).set_display_name("6. train student")
                 training = recipe.students.training
                 place(trained, "training", recipe, training.processes or 1, trainjob=training.nodes > 1)
                 checkpoint = trained.outputs["checkpoint"]
-            merged = merge_student(student=student, checkpoint=checkpoint, **common).set_display_name("7. slerp merge")
+            merged = stage(merge_student, student=student, checkpoint=checkpoint).set_display_name("7. slerp merge")
             place(merged, "merge", recipe)
-            evaluated = evaluate_student(
-                student=student,
-                checkpoint=checkpoint,
-                merged=merged.outputs["merged"],
-                **common,
+            evaluated = stage(
+                evaluate_student, student=student, checkpoint=checkpoint, merged=merged.outputs["merged"]
             ).set_display_name("8b. evaluate student")
             place(evaluated, "evaluation", recipe, 1)
         registered = register_models(
@@ -157,6 +167,7 @@ def build_pipeline(recipe: Recipe):
             checkpoints=dsl.Collected(checkpoint),
             merged=dsl.Collected(merged.outputs["merged"]),
             evaluations=dsl.Collected(evaluated.outputs["results"]),
+            mlflow_run=opened.outputs["mlflow_run"],
             **common,
         ).set_display_name("9. register models")
         place(registered, "register", recipe)

@@ -46,8 +46,11 @@ def test_real_recipes_compile_with_every_stage(tmp_path):
         tasks = _all_tasks(spec)
         assert STAGES <= set(tasks), STAGES - set(tasks)
         recipe = load_recipe(name)
-        default = spec["root"]["inputDefinitions"]["parameters"]["recipe_json"]["defaultValue"]
-        assert default == recipe.to_json()
+        params = spec["root"]["inputDefinitions"]["parameters"]
+        assert params["recipe_json"]["defaultValue"] == recipe.to_json()
+        # The Kubeflow UI shows these next to each run parameter.
+        assert params["tracking_uri"]["description"].startswith("MLflow tracking server for the runs and the registry")
+        assert all(p.get("description") for p in params.values())
         root = "s3://hala/runs/pipeline-root" if recipe.storage else None
         assert spec.get("defaultPipelineRoot") == root
 
@@ -151,10 +154,29 @@ def _role_of(task_name):
     }[task_name]  # fmt: skip
 
 
-def test_the_smoke_recipe_compiles_without_platform_settings(tmp_path):
-    text, tasks = _compiled("smoke", tmp_path)
-    assert all(_gpus(container) == 0 and not k8s for _, container, k8s in tasks.values())
-    assert "platforms" not in text
+def test_the_smoke_recipe_compiles_with_the_run_key_as_its_only_platform_setting(tmp_path):
+    _, tasks = _compiled("smoke", tmp_path)
+    for _, container, k8s in tasks.values():
+        assert _gpus(container) == 0
+        assert k8s == {"fieldPathAsEnv": [{"name": "HALA_RUN_KEY", "fieldPath": "metadata.labels['workflows.argoproj.io/workflow']"}]}
+
+
+def test_no_cached_stage_takes_an_input_that_changes_every_run(tmp_path):
+    """KFP's cache key covers a task's inputs; the parent MLflow run, new in every run, must not be one."""
+    for name in ("hala-nano", "smoke"):
+        spec = _compile(name, tmp_path)
+        root = spec["root"]["dag"]["tasks"]
+        for task_name, task in _all_tasks(spec).items():
+            if task_name in ("preflight", "open-run", "register-models") or task_name.startswith(("importer", "for-loop")):
+                continue
+            assert task["cachingOptions"]["enableCache"] is True, task_name
+            inputs = json.dumps(task.get("inputs", {}))
+            assert "open-run" not in inputs and "parent_run_id" not in inputs, task_name
+        # Every stage (or the loop holding it) still waits for the parent run to be open.
+        for task_name, task in root.items():
+            if task_name not in ("preflight", "open-run") and not task_name.startswith("importer"):
+                assert "open-run" in task.get("dependentTasks", []), task_name
+        assert "open-run" in json.dumps(root["register-models"]["inputs"])
 
 
 def test_reused_outputs_replace_their_stages_with_importers(tmp_path):

@@ -1,7 +1,17 @@
 import mlflow
 import pytest
 
-from hala.tracking import end_parent_run, local_tracking_uri, register_model, stage_run, start_parent_run
+from hala.tracking import (
+    TrackingError,
+    adopt_parent_run,
+    end_parent_run,
+    find_parent_run,
+    local_tracking_uri,
+    pipeline_stage,
+    register_model,
+    stage_run,
+    start_parent_run,
+)
 
 
 def test_failed_stage_marks_its_run_failed(smoke_recipe, tmp_path):
@@ -41,3 +51,23 @@ def test_new_versions_become_challenger_with_tags(smoke_recipe, tmp_path):
     assert str(version.version) == "2"
     assert version.tags["hala.recipe_hash"] == "def"
     assert version.run_id == parent
+
+
+def test_stages_find_their_run_by_the_run_key_in_their_environment(smoke_recipe, tmp_path, monkeypatch):
+    uri = local_tracking_uri(tmp_path)
+    first = start_parent_run(smoke_recipe, uri, "hala-translate-and-tune-7xk2p")
+    second = start_parent_run(smoke_recipe, uri)
+    adopt_parent_run(uri, second, "hala-translate-and-tune-q9w4z")
+    monkeypatch.setenv("HALA_RUN_KEY", "hala-translate-and-tune-q9w4z")
+    with pipeline_stage(smoke_recipe.to_json(), uri, "screen_pairs", "judge"):
+        mlflow.log_metric("rows_in", 7)
+    assert find_parent_run(uri, smoke_recipe, "hala-translate-and-tune-7xk2p") == first
+    client = mlflow.MlflowClient(uri)
+    (child,) = client.search_runs([client.get_run(second).info.experiment_id], f"tags.mlflow.parentRunId = '{second}'")
+    assert child.info.run_name == "screen_pairs" and child.data.metrics["rows_in"] == 7
+
+    with pytest.raises(TrackingError, match="no pipeline run tagged hala.run_key=other-run in experiment 'hala-smoke'"):
+        find_parent_run(uri, smoke_recipe, "other-run")
+    monkeypatch.delenv("HALA_RUN_KEY")
+    with pytest.raises(TrackingError, match="HALA_RUN_KEY is not set: pipeline pods get it from their workflows.argoproj.io/workflow label"):
+        find_parent_run(uri, smoke_recipe)
