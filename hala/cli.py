@@ -243,9 +243,13 @@ def promote(
     recipe: str = typer.Option("smoke", help="recipe whose promotion section gives the margin and the floors"),
     version: str = typer.Option(None, help="version to promote; default: the one with the alias 'challenger'"),
     rollback_: bool = typer.Option(False, "--rollback", help="give 'champion' back to the previous champion"),
+    deploy_release: str = typer.Option(None, "--deploy", help="then serve the champion as this helm release (see hala deploy)"),
+    namespace: str = typer.Option(None, help="with --deploy: the release's namespace"),
+    out: Path = typer.Option(Path("."), help="with --deploy: where the values file is written"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="with --deploy: print the helm command instead of running it"),
 ) -> None:
     """Make the challenger the champion if it beats the champion and its base, or undo the last promotion."""
-    from hala.promotion import PromotionRefused, promote as run_promotion, rollback
+    from hala.promotion import CHAMPION, PromotionRefused, promote as run_promotion, rollback
     from hala.tracking import local_tracking_uri
 
     r = _recipe(recipe)
@@ -257,6 +261,43 @@ def promote(
     except Exception as err:  # noqa: BLE001 - an unknown model or store: one line, not a traceback
         _fail(f"{model}: {str(err).splitlines()[0] if str(err) else repr(err)}")
     console.print(f"{decision.model}: version {decision.version} is now the champion ({decision.reason})")
+    if deploy_release:
+        _deploy(uri, model, [CHAMPION], deploy_release, namespace, 1, [], out, dry_run)
+
+
+def _deploy(uri, model, aliases, release, namespace, gpus, values, out, dry_run) -> None:
+    from hala.deploy import DeployError, apply, plan
+
+    try:
+        p = plan(uri, model, aliases, release, namespace=namespace, gpus=gpus, values_files=values, out_dir=out)
+        for m in p.values["models"]:
+            reg = m["registry"]
+            console.print(f"{m['name']}: {reg['name']} version {reg['version']} from {m['source']}", soft_wrap=True, highlight=False)
+        if dry_run:
+            print(" ".join(p.command))
+            return
+        print(apply(p))
+    except DeployError as err:
+        _fail(str(err))
+
+
+@app.command()
+def deploy(
+    model: str = typer.Argument(..., help="registered model name, e.g. hala-hala-9b"),
+    alias: list[str] = typer.Option(["champion"], help="registry alias to serve; repeat it to serve several side by side"),
+    release: str = typer.Option("hala-serving", help="helm release name"),
+    namespace: str = typer.Option(None, help="namespace of the release; default: the kubeconfig's"),
+    tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow store holding the registry"),
+    gpus: int = typer.Option(1, min=1, help="GPUs per replica (vLLM's tensor parallelism)"),
+    values: list[Path] = typer.Option([], "--values", "-f", help="more chart values (S3 endpoint, ingress...), before the registry's"),
+    out: Path = typer.Option(Path("."), help="folder for the written values file"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="write the values and print the helm command instead of running it"),
+) -> None:
+    """Serve registered model versions with vLLM: resolve the aliases, write the values, helm upgrade --install."""
+    from hala.tracking import local_tracking_uri
+
+    uri = tracking_uri or local_tracking_uri(Path("runs/smoke"))
+    _deploy(uri, model, alias, release, namespace, gpus, values, out, dry_run)
 
 
 @app.command()

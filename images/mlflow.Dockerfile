@@ -5,8 +5,8 @@ FROM python:3.11-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 # The same MLflow as the pipeline's client (pyproject.toml), so their store schemas agree.
 RUN pip install "mlflow==3.17.2" "psycopg2-binary==2.9.13" "boto3==1.44.8" \
-    && useradd --uid 1000 --create-home mlflow
-USER 1000
+    && useradd --uid 10001 --create-home mlflow
+USER 10001
 EXPOSE 5000
 ENTRYPOINT ["mlflow"]
 CMD ["server", "--host", "0.0.0.0"]

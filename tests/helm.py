@@ -48,3 +48,28 @@ def containers(docs: list[dict]) -> list[dict]:
         spec = doc.get("spec", {}).get("template", {}).get("spec", {})
         out += spec.get("containers", []) + spec.get("initContainers", [])
     return out
+
+
+def checkov(chart: str, manifests: Path) -> dict:
+    """checkov's scan of rendered manifests, with the chart's own settings (.checkov.yaml)."""
+    import json
+    import os
+
+    binary = os.environ.get("HALA_CHECKOV") or shutil.which("checkov")
+    if not binary or not Path(binary).exists():
+        raise RuntimeError("checkov is not installed: run the tests with `make test`, which installs it in .venv-checkov")
+    result = subprocess.run(
+        [binary, "-d", str(manifests), "--framework", "kubernetes", "--config-file", str(CHARTS / chart / ".checkov.yaml"), "-o", "json", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if result.returncode not in (0, 1):  # 1 means failed checks, reported below
+        raise RuntimeError(f"checkov failed ({result.returncode}): {result.stderr[-2000:]}")
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [c for r in reports for c in r.get("results", {}).get("failed_checks", [])]
+    passed = sum(r.get("summary", {}).get("passed", 0) for r in reports)
+    return {"failed": [(c["check_id"], c["resource"]) for c in failed], "passed": passed}
+
+
+def skipped_checks(chart: str) -> list[str]:
+    return yaml.safe_load((CHARTS / chart / ".checkov.yaml").read_text())["skip-check"]

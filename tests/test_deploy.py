@@ -1,0 +1,108 @@
+"""hala deploy: registry aliases to chart values, against a real local MLflow store and the real helm."""
+
+import socket
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import yaml
+
+from hala.deploy import CHART, DeployError, plan, resolve
+from hala.tracking import local_tracking_uri, register_model, start_parent_run
+from tests.helm import render, validate
+
+MODEL = "hala-9b"
+
+
+@pytest.fixture
+def registry(smoke_recipe, tmp_path):
+    """A store with versions 1 (champion) and 2 (challenger) of MODEL in S3, and one local-only model."""
+    uri = local_tracking_uri(tmp_path / "mlflow")
+    run = start_parent_run(smoke_recipe, uri)
+    register_model(uri, MODEL, "s3://hala/runs/r1/merged/t0.50", run, {"hala.metric.average": "0.41"})
+    register_model(uri, MODEL, "s3://hala/runs/r2/merged/t0.30", run, {"hala.metric.average": "0.44", "hala.metric.base_average": "0.30"})
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    local = tmp_path / "local-model"
+    local.mkdir()
+    register_model(uri, "hala-local", str(local), run, {})
+    return uri
+
+
+def test_aliases_become_the_charts_models_and_render_valid_manifests(registry, tmp_path):
+    p = plan(registry, MODEL, ["champion", "challenger"], "hala-prod", namespace="serving", gpus=2, out_dir=tmp_path)
+    champion, challenger = p.values["models"]
+    assert champion == {
+        "name": "hala-9b-champion",
+        "servedModelName": "hala-9b",
+        "source": "s3://hala/runs/r1/merged/t0.50",
+        "gpus": 2,
+        "registry": {"name": "hala-9b", "version": "1", "alias": "champion"},
+    }
+    assert challenger["servedModelName"] == "hala-9b-challenger" and challenger["registry"]["version"] == "2"
+    assert yaml.safe_load(p.values_file.read_text()) == p.values
+    assert p.command == ["helm", "upgrade", "--install", "hala-prod", str(CHART), "-f", str(p.values_file), "--namespace", "serving"]
+    # What helm would apply: two Deployments that pass the Kubernetes schemas.
+    docs = render("hala-serving", p.values_file)
+    validate(docs)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {"rel-hala-9b-champion", "rel-hala-9b-challenger"}
+    labels = deployments["rel-hala-9b-champion"]["metadata"]["labels"]
+    assert labels["hala.dev/registered-model"] == "hala-9b" and labels["hala.dev/alias"] == "champion"
+
+
+def test_a_missing_alias_lists_the_aliases_that_exist(registry):
+    with pytest.raises(DeployError) as err:
+        resolve(registry, MODEL, "production")
+    assert str(err.value) == "hala-9b has no alias 'production'; its aliases: challenger (version 2), champion (version 1)"
+    with pytest.raises(DeployError, match=r"no registered model 'hala-99b' at .*; registered models: hala-9b, hala-local"):
+        resolve(registry, "hala-99b", "champion")
+    with pytest.raises(DeployError, match="hala-local version 1 \\(challenger\\) is at .*, not in S3/MinIO"):
+        resolve(registry, "hala-local", "challenger")
+
+
+def _hala(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "hala", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_the_command_prints_its_helm_command_or_fails_in_one_line(registry, tmp_path):
+    dry = _hala("deploy", MODEL, "--alias", "champion", "--release", "hala-prod", "--tracking-uri", registry,
+                "--out", str(tmp_path), "--dry-run")  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert f"helm upgrade --install hala-prod {CHART} -f {tmp_path}/hala-prod.serving-values.yaml" in dry.stdout
+    # The command alone on stdout (to pipe or copy); what it serves on stderr.
+    assert "hala-9b-champion: hala-9b version 1 from s3://hala/runs/r1/merged/t0.50" in dry.stderr
+
+    missing = _hala("deploy", MODEL, "--alias", "prod", "--tracking-uri", registry, "--out", str(tmp_path), "--dry-run")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: hala-9b has no alias 'prod'; its aliases: challenger (version 2), champion (version 1)"
+
+    # A real helm that cannot reach a cluster: its own reason, in one line.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{closed}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }))  # fmt: skip
+    import os
+
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    applied = _hala("deploy", MODEL, "--tracking-uri", registry, "--out", str(tmp_path), env=env)
+    assert applied.returncode == 2
+    served, line = applied.stderr.strip().splitlines()
+    assert served.startswith("hala-9b-champion: hala-9b version 1")
+    assert line.startswith("error: helm upgrade --install failed:") and f"127.0.0.1:{closed}" in line, line
+
+
+def test_promote_then_deploy_the_new_champion(registry, tmp_path):
+    result = _hala("promote", MODEL, "--tracking-uri", registry, "--deploy", "hala-prod", "--out", str(tmp_path), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "hala-9b: version 2 is now the champion" in result.stderr
+    values = yaml.safe_load((tmp_path / "hala-prod.serving-values.yaml").read_text())
+    assert values["models"][0]["registry"] == {"name": "hala-9b", "version": "2", "alias": "champion"}
+    assert "helm upgrade --install hala-prod" in result.stdout
