@@ -75,6 +75,15 @@ def build_pipeline(recipe: Recipe):
         def stage(component, **inputs):
             return component(**inputs, **common).after(opened)
 
+        def fan_out(worker_component, join_component, loop: str, workers: int, gpus: int, labels: tuple[str, str], **inputs):
+            """Workers that each take every n-th shard (one GPU pod each on a cluster), then one task
+            that joins their parts, checking every shard is there once. Returns the joining task."""
+            with dsl.ParallelFor(list(range(workers)), name=loop) as worker:
+                part = stage(worker_component, worker=worker, **inputs).set_display_name(labels[0])
+                place(part, "generation", recipe, gpus)
+            joined = stage(join_component, parts=dsl.Collected(part.outputs["part"])).set_display_name(labels[1])
+            return place(joined, "light", recipe)
+
         # A stage whose output the recipe reuses is not run: KFP imports the given URI in its place.
         if reuse.fp8_teacher:
             teacher = _reused(reuse.fp8_teacher, dsl.Model, "1. quantize teacher (FP8)")
@@ -86,17 +95,10 @@ def build_pipeline(recipe: Recipe):
         if reuse.bilingual:
             bilingual = _reused(reuse.bilingual, dsl.Dataset, "2. bootstrap bilingual data").output
         else:
-            # The generation stages fan out over workers (each takes every n-th shard, one GPU pod
-            # each on a cluster) and one task joins their parts, checking every shard is there once.
-            with dsl.ParallelFor(list(range(recipe.bootstrap.shards.workers)), name="bootstrap-workers") as worker:
-                boot_part = stage(bootstrap_bilingual, fp8_teacher=fp8_teacher, worker=worker).set_display_name(
-                    "2. bootstrap bilingual data (worker)"
-                )
-                place(boot_part, "generation", recipe, tp["bootstrap"])
-            boot = stage(collect_bilingual, parts=dsl.Collected(boot_part.outputs["part"])).set_display_name(
-                "2. collect bilingual data"
-            )
-            place(boot, "light", recipe)
+            boot = fan_out(
+                bootstrap_bilingual, collect_bilingual, "bootstrap-workers", recipe.bootstrap.shards.workers, tp["bootstrap"],
+                ("2. bootstrap bilingual data (worker)", "2. collect bilingual data"), fp8_teacher=fp8_teacher,
+            )  # fmt: skip
             bilingual = boot.outputs["bilingual"]
         if reuse.pairs:
             pairs = _reused(reuse.pairs, dsl.Dataset, "3. filter").output
@@ -127,15 +129,10 @@ def build_pipeline(recipe: Recipe):
         if reuse.corpus:
             corpus = _reused(reuse.corpus, dsl.Dataset, "5. translate corpus").output
         else:
-            with dsl.ParallelFor(list(range(recipe.corpus.shards.workers)), name="corpus-workers") as worker:
-                part = stage(translate_corpus, translator=translator, worker=worker).set_display_name(
-                    "5. translate corpus (worker)"
-                )
-                place(part, "generation", recipe, tp["corpus"])
-            collected = stage(collect_corpus, parts=dsl.Collected(part.outputs["part"])).set_display_name(
-                "5. collect corpus"
-            )
-            place(collected, "light", recipe)
+            collected = fan_out(
+                translate_corpus, collect_corpus, "corpus-workers", recipe.corpus.shards.workers, tp["corpus"],
+                ("5. translate corpus (worker)", "5. collect corpus"), translator=translator,
+            )  # fmt: skip
             corpus = collected.outputs["corpus"]
         # Reused checkpoints travel with their student's name through the same loop. (Not "name":
         # a loop item's .name is its channel's own name, not the key.)
