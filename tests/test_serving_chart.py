@@ -65,10 +65,10 @@ def test_two_models_run_side_by_side_with_their_registry_identity():
     challenger = deployments["rel-hala-9b-challenger"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert challenger[challenger.index("--kv-cache-dtype") + 1] == "fp8"
     (fetch,) = champion["spec"]["template"]["spec"]["initContainers"]
-    assert fetch["command"][:3] == ["aws", "s3", "sync"] and fetch["command"][-2:] == [
-        "s3://hala/runs/3f2a9c0d41e84b7f/pipeline-root/merge-student/merged/t0.50",
-        "/models/model",
-    ]
+    assert fetch["command"][-1].startswith('aws s3 sync --only-show-errors --no-progress "$SOURCE" /models/model &&')
+    assert "test -f /models/model/config.json" in fetch["command"][-1]
+    source = {e["name"]: e.get("value") for e in fetch["env"]}["SOURCE"]
+    assert source == "s3://hala/runs/3f2a9c0d41e84b7f/pipeline-root/merge-student/merged/t0.50"
     # Each Service selects its own model's pods only.
     selectors = {name: s["spec"]["selector"]["hala.dev/model"] for name, s in _by_kind(docs, "Service").items()}
     assert selectors == {"rel-hala-9b-champion": "hala-9b-champion", "rel-hala-9b-challenger": "hala-9b-challenger"}
@@ -140,3 +140,31 @@ def test_wrong_values_fail_at_template_time_naming_the_key(values, message, tmp_
     result = helm("template", "rel", str(SERVING), "-f", str(path), check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_the_weight_fetch_stops_the_pod_when_no_model_is_there(stored, tmp_path):
+    """The init container's own script, with a stand-in aws that syncs a model folder or nothing."""
+    import os
+    import stat
+    import subprocess
+
+    docs = _render(SERVING / "examples" / "single-model.yaml")
+    (deployment,) = _by_kind(docs, "Deployment").values()
+    (fetch,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    env = {e["name"]: e["value"] for e in fetch["env"] if "value" in e}
+    stub = tmp_path / "bin" / "aws"
+    stub.parent.mkdir()
+    # aws s3 sync [flags] SOURCE DEST: the stand-in writes DEST/config.json only when a model is stored.
+    stub.write_text('#!/bin/sh\nfor last; do :; done\n' + ('mkdir -p "$last" && echo "{}" > "$last/config.json"\n' if stored else "") + "exit 0\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    script = fetch["command"][-1].replace("/models", str(tmp_path / "models"))
+    result = subprocess.run(
+        [*fetch["command"][:-1], script], env={"PATH": f"{stub.parent}:{os.environ['PATH']}", "SOURCE": env["SOURCE"]},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if stored:
+        assert result.returncode == 0 and (tmp_path / "models" / "model" / "config.json").is_file()
+    else:
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"no config.json under {env['SOURCE']}"
