@@ -91,7 +91,8 @@ def plan(
     for f in values_files:
         if not Path(f).is_file():
             raise DeployError(f"values file {f} does not exist")
-    release = _dns_label(release)
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?", release):
+        raise DeployError(f"release {release!r} is not a helm release name: lowercase letters, digits and '-', at most 53")
     values = {"models": [resolve(tracking_uri, model, alias, gpus) for alias in dict.fromkeys(aliases)]}
     out_dir.mkdir(parents=True, exist_ok=True)
     values_file = out_dir / f"{release}.serving-values.yaml"

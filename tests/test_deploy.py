@@ -60,6 +60,8 @@ def test_a_missing_alias_lists_the_aliases_that_exist(registry):
         resolve(registry, "hala-99b", "champion")
     with pytest.raises(DeployError, match="hala-local version 1 \\(challenger\\) is at .*, not in S3/MinIO"):
         resolve(registry, "hala-local", "challenger")
+    with pytest.raises(DeployError, match="release 'Hala_Prod' is not a helm release name"):
+        plan(registry, MODEL, ["champion"], "Hala_Prod")
 
 
 def _hala(*args, env=None):
