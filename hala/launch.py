@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hala.corpora import write_jsonl
 from hala.recipe import Training
-from hala.stages.train_sft import Conversation, train_sft
+from hala.stages.train_sft import Conversation, job_spec, train_sft
 from hala.trainjob import TrainJobTarget, train_on_trainjob
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,12 @@ def run_sft(
     With ``training.nodes`` > 1 the job runs on a Kubeflow TrainJob described by ``trainjob``;
     ``base_model`` is then a reference each node resolves (a hub id or an s3:// URI).
     """
+    # Only a process that imported mlflow can have a run open; training images may lack mlflow.
+    mlflow = sys.modules.get("mlflow")
+    run = mlflow.active_run() if mlflow else None
     if training.nodes > 1:
         if trainjob is None:
             raise LaunchError(f"training.nodes is {training.nodes}: that runs as a Kubeflow TrainJob, which only a pipeline on a cluster starts")
-        mlflow = sys.modules.get("mlflow")
-        run = mlflow.active_run() if mlflow else None
         return train_on_trainjob(
             base_model, conversations, training, out_dir, trainjob,
             chat_template=chat_template, metric_prefix=metric_prefix, checkpoint_uri=checkpoint_uri,
@@ -75,29 +76,18 @@ def run_sft(
         # accelerate shards only across accelerators; on CPUs it would quietly train unsharded.
         raise LaunchError("strategy fsdp shards the model across GPUs and this machine has none; use ddp or single")
     ranks = process_count(training)
-    # Only a process that imported mlflow can have a run open; training images may lack mlflow.
-    mlflow = sys.modules.get("mlflow")
-    run = mlflow.active_run() if mlflow else None
     # The job file lives outside out_dir, which is published as the model; the tracking URI goes
     # through the environment, never a file, since it may hold credentials.
     with tempfile.TemporaryDirectory(prefix="hala-sft-") as tmp:
         job = Path(tmp) / "job.json"
         write_jsonl(Path(tmp) / "conversations.jsonl", [{"messages": list(c)} for c in conversations])
-        job.write_text(
-            json.dumps(
-                {
-                    "base_model": base_model,
-                    "conversations": str(Path(tmp) / "conversations.jsonl"),
-                    "training": training.model_dump(),
-                    "out_dir": str(Path(out_dir).resolve()),
-                    "chat_template": chat_template,
-                    "metric_prefix": metric_prefix,
-                    "mlflow_run_id": run.info.run_id if run else None,
-                    "checkpoint_uri": checkpoint_uri,
-                    "metrics": str(Path(tmp) / "metrics.json"),
-                }
-            )
-        )
+        spec = job_spec(
+            base_model, str(Path(tmp) / "conversations.jsonl"), training,
+            out_dir=str(Path(out_dir).resolve()), metrics=str(Path(tmp) / "metrics.json"),
+            chat_template=chat_template, metric_prefix=metric_prefix,
+            mlflow_run_id=run.info.run_id if run else None, checkpoint_uri=checkpoint_uri,
+        )  # fmt: skip
+        job.write_text(json.dumps(spec))
         env = {**os.environ, **({"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()} if run else {})}
         command = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",

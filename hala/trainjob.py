@@ -283,6 +283,7 @@ def train_on_trainjob(
 ) -> dict[str, float]:
     """Run the SFT job on ``training.nodes`` nodes and bring the model into ``out_dir``; returns its metrics."""
     from hala.corpora import write_jsonl
+    from hala.stages.train_sft import job_spec
 
     store = ObjectStore.from_env()
     work = target.work_uri
@@ -290,18 +291,12 @@ def train_on_trainjob(
         data = Path(tmp) / "conversations.jsonl"
         write_jsonl(data, [{"messages": list(c)} for c in conversations])
         store.upload_file(data, join_uri(work, "conversations.jsonl"))
-        job = {
-            "base_model": base_model,
-            "conversations": join_uri(work, "conversations.jsonl"),
-            "training": training.model_dump(),
-            "out_dir": f"{SCRATCH}/model",
-            "out_uri": join_uri(work, "model"),
-            "chat_template": chat_template,
-            "metric_prefix": metric_prefix,
-            "mlflow_run_id": mlflow_run_id,
-            "checkpoint_uri": checkpoint_uri,
-            "metrics": join_uri(work, "metrics.json"),
-        }
+        job = job_spec(
+            base_model, join_uri(work, "conversations.jsonl"), training,
+            out_uri=join_uri(work, "model"), metrics=join_uri(work, "metrics.json"),
+            chat_template=chat_template, metric_prefix=metric_prefix,
+            mlflow_run_id=mlflow_run_id, checkpoint_uri=checkpoint_uri,
+        )  # fmt: skip
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         store.upload_file(Path(tmp) / "job.json", join_uri(work, "job.json"))
     manifest = build_trainjob(target, training, join_uri(work, "job.json"))

@@ -333,6 +333,38 @@ def _last_checkpoint(folder: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.removeprefix("checkpoint-")), default=None)
 
 
+def job_spec(
+    base_model: str,
+    conversations: str,
+    training: Training,
+    *,
+    metrics: str,
+    chat_template: str | None,
+    metric_prefix: str,
+    mlflow_run_id: str | None,
+    checkpoint_uri: str | None,
+    out_dir: str | None = None,
+    out_uri: str | None = None,
+) -> dict:
+    """The job ``main`` reads: local paths for ranks on this machine, s3:// URIs for a TrainJob's nodes.
+
+    ``out_dir`` is where the ranks save the model; with ``out_uri`` they save it on their scratch
+    volume and global rank 0 uploads it there.
+    """
+    return {
+        "base_model": base_model,
+        "conversations": conversations,
+        "training": training.model_dump(),
+        "out_dir": out_dir,
+        "out_uri": out_uri,
+        "chat_template": chat_template,
+        "metric_prefix": metric_prefix,
+        "mlflow_run_id": mlflow_run_id,
+        "checkpoint_uri": checkpoint_uri,
+        "metrics": metrics,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """One rank of a torchrun launch (see ``hala.launch``): read the job, train, write metrics on rank 0."""
     import argparse
@@ -342,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from hala.models import resolve_model
     from hala.storage import fetch_file
+    from hala.trainjob import SCRATCH
 
     parser = argparse.ArgumentParser(description="one rank of a distributed SFT job written by hala.launch or hala.trainjob")
     parser.add_argument("job", help="job.json: a local file (one node) or an s3:// object (a TrainJob's nodes)")
@@ -351,8 +384,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     conversations = job["conversations"]
     # A TrainJob node has only S3 in common with the others: it fetches the data and writes the
     # model to its own scratch volume, and global rank 0 uploads it.
-    out_uri = job.get("out_uri")
-    out_dir = Path(os.environ.get("HALA_SCRATCH", "/scratch")) / "model" if out_uri else Path(job["out_dir"])
+    out_uri = job["out_uri"]
+    out_dir = Path(os.environ.get("HALA_SCRATCH", SCRATCH)) / "model" if out_uri else Path(job["out_dir"])
     metrics = train_sft(
         resolve_model(job["base_model"]),
         [row["messages"] for row in iter_jsonl(fetch_file(conversations) if conversations.startswith("s3://") else Path(conversations))],
