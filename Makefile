@@ -13,17 +13,21 @@ HELM_DIR := $(HALA_CACHE)/bin
 CHECKOV_VENV := .venv-checkov
 export HALA_CHECKOV := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 
-.PHONY: install run test compile clean helm
+.PHONY: install run test compile clean helm images locks locks-check
 
 install: $(STAMP)
 
 # Quick when .venv is complete: the stamp is newer than pyproject.toml, so nothing reinstalls.
-$(STAMP): pyproject.toml
+# Every CPU image family's extra at once, at the versions of images/locks/dev.txt: the images
+# (make images) are built from the same resolution, so they run what the tests ran.
+$(STAMP): pyproject.toml images/locks/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first: a plain torch requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# The lock's pins alone: with its hashes pip would refuse the editable install of hala itself.
+	sed -n 's/^\([A-Za-z0-9][^ ]*==[^ ]*\).*/\1/p' images/locks/dev.txt > $(VENV)/constraints.txt
+	$(BIN)/pip install -q -e '.[all,dev]' -c $(VENV)/constraints.txt
 	touch $(STAMP)
 
 run: install
@@ -37,10 +41,23 @@ $(HALA_CHECKOV):
 	$(CHECKOV_VENV)/bin/pip install -q checkov==3.3.30
 
 test: install helm $(HALA_CHECKOV)
-	PATH="$$PATH:$(HELM_DIR)" $(BIN)/python -m pytest -q -ra
+	# Both cores: tests that share a whole run are grouped onto one worker (xdist_group), the rest spread.
+	PATH="$$PATH:$(HELM_DIR)" $(BIN)/python -m pytest -q -ra -n auto --dist loadgroup
+
+# One image per stage family and the MLflow server, built with podman (CPU test builds; see images/README.md).
+images: install
+	$(BIN)/python scripts/build_images.py
+
+# Resolve the image families' locks again (pins kept where they still fit); needs PyPI.
+locks: install
+	$(BIN)/python scripts/lock_images.py
+
+# Every lock still resolves for linux/x86_64 and matches pyproject.toml (CI); needs PyPI.
+locks-check: install
+	$(BIN)/python scripts/lock_images.py --check
 
 compile: install
 	$(BIN)/hala compile --recipe $(RECIPE) --out $(RECIPE).pipeline.yaml
 
 clean:
-	rm -rf runs .hala-cache .pytest_cache $(CHECKOV_VENV)
+	rm -rf runs build .hala-cache .pytest_cache $(CHECKOV_VENV)

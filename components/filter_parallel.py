@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from hala.images import image
+from components import stage_component
 
 
-@dsl.component(base_image=image("base"))
+@stage_component("base")
 def screen_pairs(recipe_json: str, tracking_uri: str, screened: dsl.Output[dsl.Dataset]):
     """Stage 3 (screen): heuristic checks and duplicate removal over the whole parallel corpus."""
     from pathlib import Path
@@ -19,7 +19,7 @@ def screen_pairs(recipe_json: str, tracking_uri: str, screened: dsl.Output[dsl.D
     screened.metadata.update(metrics)
 
 
-@dsl.component(base_image=image("vllm"))
+@stage_component("vllm")
 def judge_pairs(
     recipe_json: str,
     tracking_uri: str,
@@ -42,7 +42,7 @@ def judge_pairs(
     part.metadata.update({**metrics, "worker": worker})
 
 
-@dsl.component(base_image=image("base"))
+@stage_component("base")
 def collect_pairs(
     recipe_json: str,
     tracking_uri: str,

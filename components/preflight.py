@@ -1,9 +1,7 @@
-from kfp import dsl
-
-from hala.images import image
+from components import stage_component
 
 
-@dsl.component(base_image=image("base"))
+@stage_component("base")
 def preflight(recipe_json: str, tracking_uri: str):
     """Stage 0: check the bucket, MLflow, the named Secrets and every model and dataset; fail in seconds with the list."""
     import logging

@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from hala.images import image
+from components import stage_component
 
 
-@dsl.component(base_image=image("quantize"))
+@stage_component("quantize")
 def quantize_teacher(recipe_json: str, tracking_uri: str, fp8_teacher: dsl.Output[dsl.Model]):
     """Stage 1: compress the teacher to FP8 (llm-compressor) and gate on chrF against the original."""
     from pathlib import Path

@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from hala.images import image
+from components import stage_component
 
 
-@dsl.component(base_image=image("base"))
+@stage_component("base")
 def open_run(recipe_json: str, tracking_uri: str, parent_run_id: str, mlflow_run: dsl.Output[dsl.Artifact]):
     """Open the pipeline's parent MLflow run (or adopt the one given); later stages nest under it.
 

@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from hala.images import image
+from components import stage_component
 
 
-@dsl.component(base_image=image("train"))
+@stage_component("train")
 def train_translator(
     recipe_json: str,
     tracking_uri: str,

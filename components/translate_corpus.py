@@ -1,9 +1,9 @@
 from kfp import dsl
 
-from hala.images import image
+from components import stage_component
 
 
-@dsl.component(base_image=image("vllm"))
+@stage_component("vllm")
 def translate_corpus(
     recipe_json: str,
     tracking_uri: str,
@@ -24,7 +24,7 @@ def translate_corpus(
     part.metadata.update({**metrics, "worker": worker})
 
 
-@dsl.component(base_image=image("base"))
+@stage_component("base")
 def collect_corpus(
     recipe_json: str,
     tracking_uri: str,

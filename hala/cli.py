@@ -48,24 +48,40 @@ def _recipe(name: str):
 def run(
     recipe: str = typer.Option("smoke", help="built-in recipe name or a recipe .yaml file"),
     out: Path = typer.Option(Path("runs/smoke"), help="folder for artifacts, the MLflow store and summary.json"),
+    runner: str = typer.Option(
+        "subprocess", help="subprocess: every task a process here; docker: every task in its family image (make images)"
+    ),
+    image_registry: str = typer.Option(
+        "localhost", help="with --runner docker: the registry part of the image names (make images tags under localhost)"
+    ),
 ) -> None:
     """Run the whole pipeline on this machine through kfp.local, then print a table of stages."""
+    from hala.containers import ContainerError
     from hala.stage_table import render, stage_rows
 
     r = _recipe(recipe)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from pipelines.local import run_local
+    from pipelines.local import RUNNERS, run_local
 
+    if runner not in RUNNERS:
+        _fail(f"--runner {runner}: not one of {', '.join(RUNNERS)}")
     try:
-        summary = run_local(r, out)
+        summary = run_local(r, out, runner=runner, image_registry=image_registry)
+    except ContainerError as err:  # no engine, a missing image, a service that did not start
+        _fail(str(err))
     except ValueError as err:  # preflight: a missing file or model, named in one line
         _fail(str(err))
     except RuntimeError as err:
         console.print(f"[red]pipeline failed:[/red] {str(err).splitlines()[0] if str(err) else err!r}")
         raise typer.Exit(1) from None
-    console.print(render(stage_rows(summary["mlflow"]["tracking_uri"], summary["mlflow"]["parent_run_id"])))
+    mlflow = summary["mlflow"]
+    # A containerized run's MLflow server is gone by now; its store stays in the run folder.
+    store = mlflow.get("store") or mlflow["tracking_uri"]
+    console.print(render(stage_rows(store, mlflow["parent_run_id"])))
     console.print(f"pipeline finished in {summary['wall_time_s']:.0f}s; summary: {Path(out).resolve() / 'summary.json'}")
-    console.print(f"MLflow: {summary['mlflow']['tracking_uri']} (parent run {summary['mlflow']['parent_run_id']})")
+    console.print(f"MLflow: {store} (parent run {mlflow['parent_run_id']})")
+    for task, ran in summary.get("images", {}).items():
+        console.print(f"  {task}: {ran['image']} ({ran['id'][:12]}, {ran['containers']} container(s))", highlight=False)
 
 
 @app.command("compile")

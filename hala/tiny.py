@@ -223,8 +223,12 @@ def tiny_model_path(name: str) -> Path:
     if name not in TINY_MODELS:
         raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(TINY_MODELS)}")
     root = cache_root() / _world_hash()
-    root.mkdir(parents=True, exist_ok=True)
     out_dir = root / name
+    # A finished model is only read: no lock, so a read-only copy of the cache serves too (the
+    # tiny world mounted into containers by ``hala run --runner docker``).
+    if (out_dir / "hala_tiny.json").is_file():
+        return out_dir
+    root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{name}.lock")):
         if not (out_dir / "hala_tiny.json").is_file():
             shutil.rmtree(out_dir, ignore_errors=True)

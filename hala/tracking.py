@@ -123,6 +123,12 @@ def _flat_params(prefix: str, value: object) -> dict[str, str]:
     return {prefix: str(value)[:500]}
 
 
+def image_tags() -> dict[str, str]:
+    """Which image a stage ran in, from the variables every hala image sets (none outside an image)."""
+    names = {"HALA_IMAGE_FAMILY": "hala.image.family", "HALA_REVISION": "hala.image.revision"}
+    return {tag: os.environ[env] for env, tag in names.items() if os.environ.get(env)}
+
+
 @contextmanager
 def stage_run(recipe: Recipe, tracking_uri: str, parent_run_id: str, stage: str, section: object = None) -> Iterator[str]:
     """A nested MLflow run for one stage; it is marked FAILED if the body raises."""
@@ -134,7 +140,7 @@ def stage_run(recipe: Recipe, tracking_uri: str, parent_run_id: str, stage: str,
         run_name=stage,
         parent_run_id=parent_run_id,
         nested=True,
-        tags={"hala.stage": stage, "hala.recipe_hash": recipe.hash},
+        tags={"hala.stage": stage, "hala.recipe_hash": recipe.hash, **image_tags()},
     ) as run:
         if section is not None:
             params = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
@@ -160,8 +166,14 @@ def registry_client(tracking_uri: str):
 
 def register_model(
     tracking_uri: str, name: str, source: str, run_id: str, tags: dict[str, str], alias: str = "challenger"
-) -> str:
-    """Register ``source`` (a model folder or URI) as a new version of ``name`` and give it ``alias``."""
+) -> tuple[str, str]:
+    """Register ``source`` (a model folder or URI) as a new version of ``name`` and give it ``alias``.
+
+    Returns the version and the source the registry holds. A tracking server cannot read a folder
+    on this machine and refuses one as a source (MLflow's source validation), so a local folder
+    given to a server is first logged as artifacts of ``run_id`` and registered from there
+    (``runs:/RUN/registry/NAME``); a file store keeps the folder's path.
+    """
     from mlflow.exceptions import MlflowException
 
     client = registry_client(tracking_uri)
@@ -170,9 +182,16 @@ def register_model(
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+    if is_tracking_server(tracking_uri) and Path(source).is_absolute():
+        client.log_artifacts(run_id, source, f"registry/{name}")
+        source = f"runs:/{run_id}/registry/{name}"
     version = client.create_model_version(name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
     client.set_registered_model_alias(name, alias, version.version)
-    return str(version.version)
+    return str(version.version), version.source
+
+
+def is_tracking_server(tracking_uri: str) -> bool:
+    return tracking_uri.split(":", 1)[0] in ("http", "https")
 
 
 @contextmanager

@@ -122,3 +122,41 @@ def s3_env(s3_server, monkeypatch):
     for name, value in s3_server["env"].items():
         monkeypatch.setenv(name, value)
     return s3_server
+
+
+def _container_engine_problem() -> str | None:
+    """Why containers cannot run here, or None. `.ci/run` installs podman, so CI never skips."""
+    import shutil
+    import subprocess
+
+    if shutil.which("podman") is None:
+        return "no container engine: podman is not installed (apt-get install podman buildah runc debootstrap; .ci/run does)"
+    info = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"], capture_output=True, text=True)
+    if info.returncode != 0:
+        return f"podman cannot run containers here: {info.stderr.strip().splitlines()[-1] if info.stderr.strip() else info.returncode}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def container_engine():
+    """Skips (with the reason) the tests that need containers where no engine can run them."""
+    problem = _container_engine_problem()
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def built_images(container_engine):
+    """Every image family and the MLflow server, built here (`make images`) once per session.
+
+    Unchanged images are rebuilt from podman's layer cache in seconds. Returns the build report
+    (build/images/report.json): each image's name, id, size and build time.
+    """
+    import json
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_images.py")], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"make images failed: {result.stderr.strip() or result.stdout.strip()[-2000:]}")
+    report = json.loads((ROOT / "build" / "images" / "report.json").read_text())
+    return {r["family"]: r for r in report["images"]}

@@ -2,7 +2,8 @@ import json
 
 import yaml
 
-from hala.images import image
+from hala import __version__
+from hala.images import family_of, image
 from hala.recipe import load_recipe
 from pipelines.translate_and_tune import compile_pipeline
 
@@ -68,14 +69,24 @@ def test_students_and_corpus_workers_fan_out_with_parallelfor(tmp_path):
     assert parts["producerTask"] == loops["[0, 1, 2, 3, 4, 5, 6, 7]"]["componentRef"]["name"].removeprefix("comp-")
 
 
-def test_each_stage_runs_in_its_family_image(tmp_path):
+FAMILY = {
+    "preflight": "base", "open-run": "base", "screen-pairs": "base", "collect-pairs": "base",
+    "collect-bilingual": "base", "collect-corpus": "base", "register-models": "base",
+    "quantize-teacher": "quantize", "train-translator": "train", "train-student": "train",
+    "merge-student": "merge", "bootstrap-bilingual": "vllm", "judge-pairs": "vllm",
+    "translate-corpus": "vllm", "evaluate-translator": "vllm", "evaluate-student": "vllm",
+}  # fmt: skip
+
+
+def test_each_stage_runs_in_its_family_image_and_installs_nothing_at_start(tmp_path):
     spec = _compile("hala-9b", tmp_path)
-    images = {name.removeprefix("exec-"): ex["container"]["image"] for name, ex in spec["deploymentSpec"]["executors"].items()}
-    assert images["quantize-teacher"].endswith("/hala-quantize:0.1.0")
-    assert images["train-student"].endswith("/hala-train:0.1.0")
-    assert images["bootstrap-bilingual"].endswith("/hala-vllm:0.1.0")
-    assert images["merge-student"].endswith("/hala-merge:0.1.0")
-    assert images["evaluate-student"].endswith("/hala-eval:0.1.0")
+    executors = {name.removeprefix("exec-"): ex["container"] for name, ex in spec["deploymentSpec"]["executors"].items()}
+    assert {name: family_of(c["image"]) for name, c in executors.items()} == FAMILY
+    assert {c["image"].rsplit(":", 1)[1] for c in executors.values()} == {__version__}
+    for name, container in executors.items():
+        # No KFP preamble: the image's own kfp runs the component, nothing is fetched at pod start.
+        command = " ".join(container["command"] + container.get("args", []))
+        assert "pip install" not in command and "python3 -m kfp.dsl.executor_main" in command, name
 
 
 GPU_STAGES = {

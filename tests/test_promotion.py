@@ -21,7 +21,8 @@ def store(tmp_path):
 def _register(uri, average, base, **scores):
     tags = {"hala.metric.average": average, "hala.metric.base_average": base}
     tags.update({f"hala.metric.{k}": v for k, v in scores.items()})
-    return register_model(uri, MODEL, f"/models/v-{average}", "", tags)
+    version, _ = register_model(uri, MODEL, f"/models/v-{average}", "", tags)
+    return version
 
 
 def _alias(uri, alias):

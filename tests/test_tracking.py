@@ -45,7 +45,8 @@ def test_new_versions_become_challenger_with_tags(smoke_recipe, tmp_path):
     model_dir.mkdir()
     v1 = register_model(uri, "hala-test", str(model_dir), parent, {"hala.recipe_hash": "abc"})
     v2 = register_model(uri, "hala-test", str(model_dir), parent, {"hala.recipe_hash": "def"})
-    assert (v1, v2) == ("1", "2")
+    # A file store reads the folder where it is: the source is its path.
+    assert (v1, v2) == (("1", str(model_dir)), ("2", str(model_dir)))
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     version = client.get_model_version_by_alias("hala-test", "challenger")
     assert str(version.version) == "2"

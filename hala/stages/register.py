@@ -43,6 +43,6 @@ def register_models(
     for role, model, extra in entries:
         name = registered_name(recipe, role)
         metrics = {f"hala.metric.{k}": f"{v:.4f}" for k, v in model.get("metrics", {}).items() if isinstance(v, (int, float))}
-        version = register_model(tracking_uri, name, model["uri"], parent_run_id, {**lineage, **extra, **metrics})
-        registered[name] = {"version": version, "source": model["uri"], "alias": "challenger"}
+        version, source = register_model(tracking_uri, name, model["uri"], parent_run_id, {**lineage, **extra, **metrics})
+        registered[name] = {"version": version, "source": source, "artifact": model["uri"], "alias": "challenger"}
     return registered

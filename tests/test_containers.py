@@ -1,0 +1,214 @@
+"""The images, built here with podman, and the whole smoke pipeline with every task in its image.
+
+Skipped, with the reason, where no container engine can run (`.ci/run` installs podman).
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hala import __version__
+from hala.images import FAMILIES, LOCAL_REGISTRY
+from hala.recipe import load_recipe
+from tests.pipeline_checks import _client
+# The shared checks of a whole run, run here on this module's run (any_run).
+from tests.pipeline_checks import (  # noqa: F401
+    test_summary_locates_every_artifact,
+    test_data_stages_conserve_rows,
+    test_corpus_translation_is_faithful_and_fans_out,
+    test_fp8_gate_compared_real_translations,
+    test_translator_improves_over_its_base,
+    test_students_evaluated_on_six_benchmarks_for_base_sft_merged,
+    test_merged_model_is_slerp_of_base_and_sft,
+    test_mlflow_holds_parent_nested_runs_and_registered_versions,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("containers")]  # one worker: the images and the run are shared
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# What each family must be able to import: the library it exists for, and hala itself.
+FAMILY_IMPORTS = {
+    "base": "hala.cli, kfp, mlflow, minio, datasketch, py3langid",
+    "quantize": "llmcompressor, compressed_tensors, transformers",
+    "train": "trl, accelerate, transformers",
+    "merge": "mergekit.merge, transformers",
+    "vllm": "lm_eval, compressed_tensors, transformers",
+}
+
+
+def _podman(*args):
+    return subprocess.run(["podman", *args], capture_output=True, text=True)
+
+
+def _git_head():
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "mlflow"])
+def test_built_image_is_locked_non_root_labelled_and_writable(built_images, family):
+    name = built_images[family]["image"]
+    assert name.startswith(f"{LOCAL_REGISTRY}/hala-{family}:")
+    python = ["--entrypoint", "python3"] if family == "mlflow" else []
+    check = _podman("run", "--rm", "--network", "none", *python, name, *([] if python else ["python3"]), "-m", "pip", "check")
+    assert check.returncode == 0 and "No broken requirements found" in check.stdout, check.stdout + check.stderr
+    uid = _podman("run", "--rm", "--network", "none", "--entrypoint", "id", name, "-u")
+    assert uid.stdout.strip() == ("10001" if family == "mlflow" else "1000")
+    labels = json.loads(_podman("image", "inspect", name).stdout)[0]["Labels"]
+    assert labels["org.opencontainers.image.revision"].split("-")[0] == _git_head()
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert labels["io.hala.family"] == family
+    if family == "mlflow":
+        assert labels["org.opencontainers.image.version"] == "3.17.2"
+        return
+    assert labels["org.opencontainers.image.version"] == __version__
+    # The image's hala, kfp and family libraries import as the non-root user, and its caches are writable.
+    script = (
+        f"import {FAMILY_IMPORTS[family]}, hala, kfp, os, pathlib; "
+        "pathlib.Path(os.environ['HF_HOME'], 'probe').write_text('ok'); "
+        "print(hala.__version__, kfp.__version__, os.environ['HALA_IMAGE_FAMILY'])"
+    )
+    ran = _podman("run", "--rm", "--network", "none", name, "python3", "-c", script)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip().splitlines()[-1].split() == [__version__, "2.17.3", family]  # (llm-compressor logs on import)
+
+
+def test_the_cpu_vllm_build_says_it_has_no_vllm(built_images):
+    labels = json.loads(_podman("image", "inspect", built_images["vllm"]["image"]).stdout)[0]["Labels"]
+    assert labels["io.hala.lock"] == "inference" and labels["io.hala.torch"] == "cpu"
+    probe = _podman("run", "--rm", "--network", "none", built_images["vllm"]["image"], "python3", "-c", "import vllm")
+    assert probe.returncode != 0 and "No module named 'vllm'" in probe.stderr
+
+
+def test_a_failed_build_names_the_family_and_its_step(container_engine, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_images.py"), "mlflow", "--registry", "localhost/hala-broken",
+         "--python-base", "localhost/hala-no-such-base:1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "image mlflow failed at STEP 1/" in result.stderr and "FROM localhost/hala-no-such-base:1" in result.stderr
+    assert "build/images/mlflow.log" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def docker_smoke_run(built_images, s3_server, tmp_path_factory):
+    """The same pipeline with every task in its family's image, as pods would run it: S3 (SeaweedFS) and
+    the MLflow server (from the hala-mlflow image) reached over the network, keys from the environment."""
+    import yaml
+
+    from hala.containers import engine, mlflow_server
+    from hala.images import LOCAL_REGISTRY, mlflow_image
+    from hala.recipe import parse_recipe
+    from pipelines.local import run_local
+
+    out = tmp_path_factory.mktemp("docker-smoke-run")
+    bucket = s3_server["bucket"]
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    data["storage"] = {"uri": f"s3://{bucket}/docker-smoke"}
+    server_env = {**s3_server["env"], "MLFLOW_S3_ENDPOINT_URL": s3_server["env"]["AWS_ENDPOINT_URL"]}
+    with pytest.MonkeyPatch.context() as env, engine() as client:
+        for name, value in s3_server["env"].items():
+            env.setenv(name, value)
+        artifacts = f"s3://{bucket}/docker-smoke/mlflow-artifacts"
+        # The server outlives the run here, so that the checks below can read its artifacts.
+        with mlflow_server(client, mlflow_image(LOCAL_REGISTRY), out / "mlflow-server", artifacts, server_env) as server:
+            data["tracking"]["tracking_uri"] = server.uri
+            summary = run_local(parse_recipe(data, "smoke-in-containers"), out / "run", runner="docker")
+            yield out / "run", summary
+
+
+@pytest.fixture(scope="module")
+def any_run(docker_smoke_run):
+    return docker_smoke_run
+
+
+
+
+# The family each component's image belongs to (components/*.py), and each stage's MLflow run name.
+COMPONENT_FAMILY = {
+    "preflight": "base", "open_run": "base", "screen_pairs": "base", "collect_pairs": "base",
+    "collect_bilingual": "base", "collect_corpus": "base", "register_models": "base",
+    "quantize_teacher": "quantize", "train_translator": "train", "train_student": "train",
+    "merge_student": "merge", "bootstrap_bilingual": "vllm", "judge_pairs": "vllm",
+    "translate_corpus": "vllm", "evaluate_translator": "vllm", "evaluate_student": "vllm",
+}  # fmt: skip
+STAGE_RUN_FAMILY = {
+    "quantize_teacher": "quantize", "bootstrap_bilingual[0]": "vllm", "bootstrap_bilingual": "base",
+    "screen_pairs": "base", "judge_pairs[0]": "vllm", "judge_pairs[1]": "vllm", "filter_parallel": "base",
+    "train_translator": "train", "evaluate_translator": "vllm", "translate_corpus[0]": "vllm",
+    "translate_corpus[1]": "vllm", "translate_corpus": "base",
+    **{f"{stage}[{s}]": family for s in ("nano-s", "nano-m")
+       for stage, family in (("train_student", "train"), ("merge_student", "merge"), ("evaluate_student", "vllm"))},
+}  # fmt: skip
+
+
+def test_every_task_ran_in_its_family_image(docker_smoke_run, built_images, s3_server):
+    from hala import __version__
+
+    _, summary = docker_smoke_run
+    ran = summary["images"]
+    assert set(ran) == set(COMPONENT_FAMILY)
+    for component, info in ran.items():
+        family = COMPONENT_FAMILY[component]
+        assert info["image"] == f"localhost/hala-{family}:{__version__}", component
+        assert info["id"] == built_images[family]["id"], component  # the image built for this run, by digest
+    counts = {c: info["containers"] for c, info in ran.items() if info["containers"] != 1}
+    assert counts == {"judge_pairs": 2, "translate_corpus": 2, "train_student": 2, "merge_student": 2, "evaluate_student": 2}
+    # The stages say so too: each nested MLflow run is tagged, from inside its container, with the
+    # family and the revision of the image it ran in.
+    client = _client(summary)
+    parent_id = summary["mlflow"]["parent_run_id"]
+    children = client.search_runs([client.get_run(parent_id).info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert {r.info.run_name: r.data.tags.get("hala.image.family") for r in children} == STAGE_RUN_FAMILY
+    revisions = {r.data.tags["hala.image.revision"] for r in children}
+    assert len(revisions) == 1 and revisions.pop().split("-")[0] == _git_head()
+    # The MLflow server kept its artifacts in S3; the registry holds copies it can serve (runs:/ sources),
+    # not folders of this machine.
+    stored = {o.object_name for o in s3_server["client"].list_objects(s3_server["bucket"], "docker-smoke/mlflow-artifacts/", recursive=True)}
+    assert any(name.endswith("/report/report.md") for name in stored)
+    teacher = client.get_model_version_by_alias("hala-smoke-teacher-fp8", "challenger")
+    assert teacher.source == f"runs:/{parent_id}/registry/hala-smoke-teacher-fp8"
+    assert any(name.endswith("/registry/hala-smoke-teacher-fp8/model.safetensors") for name in stored)
+
+
+def _run_cli(*args):
+    # A hang guard only: the run takes minutes on a loaded 2-core machine.
+    return subprocess.run([sys.executable, "-m", "hala", "run", *args], capture_output=True, text=True, timeout=1800)
+
+
+def test_a_failing_task_in_a_container_fails_the_run(built_images, tmp_path):
+    """kfp.local's DockerRunner alone reports a failed container as passed (kubeflow/pipelines#13332)."""
+    import mlflow
+    import yaml
+
+    gate = tmp_path / "gate.jsonl"
+    gate.write_text('{"translation": {"en": "Hello.", "ar": "مرحبا."}}\n{"translation": {"en": "Broken."}}\n', encoding="utf-8")
+    data = yaml.safe_load(load_recipe("smoke").to_yaml())
+    data["teacher"]["gate_dataset"] = {"path": str(gate)}  # a local file: mounted into the tasks as it is
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = _run_cli("--runner", "docker", "--recipe", str(recipe), "--out", str(out))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "pipeline failed" in proc.stderr and "Inner task failed" in proc.stderr
+    assert "row 2: translation.ar is missing" in proc.stdout + proc.stderr
+    assert not (out / "summary.json").exists()
+    # The run's own MLflow server (hala-mlflow image) is gone; its store stays in the run folder.
+    client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow/mlflow.db")
+    experiment = client.get_experiment_by_name("hala-smoke")
+    runs = {r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])}
+    assert runs.pop("smoke-pipeline") == "FAILED" and runs.pop("quantize_teacher") == "FAILED"
+    assert set(runs) <= {"screen_pairs"} and all(status == "FINISHED" for status in runs.values())
+
+
+def test_a_missing_image_stops_the_run_before_it_starts(container_engine, tmp_path):
+    proc = _run_cli("--runner", "docker", "--image-registry", "localhost/hala-not-built", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    message = " ".join(proc.stderr.split())
+    assert "localhost/hala-not-built/hala-base:0.1.0" in message and "localhost/hala-not-built/hala-mlflow:3.17.2" in message
+    assert "build them with `make images`" in message
+    assert not (tmp_path / "out" / "artifacts").exists() and not (tmp_path / "out" / "mlflow").exists()
