@@ -8,6 +8,7 @@ own) and stopped after it. Nothing here builds images: ``make images`` does
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -143,16 +144,21 @@ def hand_to(folder: Path, uid: int) -> None:
             os.chown(path, uid, 0, follow_symlinks=False)
 
 
-def task_user() -> dict[str, str]:
+def task_user(client) -> dict[str, str]:
     """``containers.run`` arguments that let tasks write the run's folders.
 
     As root, tasks run as the image's own non-root user (as on a cluster) in folders handed to it.
-    Otherwise they run as the caller (in group 0, which owns the images' HOME), so that what they
+    Otherwise they run as the caller, in group 0 (which owns the images' HOME), so that what they
     write stays the caller's; rootless podman maps the caller's uid into the container with keep-id.
     """
     if os.geteuid() == 0:
         return {}
-    return {"user": f"{os.getuid()}:0", "userns_mode": "keep-id"}
+    args = {"user": f"{os.getuid()}:0"}
+    info = client.info()
+    rootless = "name=rootless" in info.get("SecurityOptions", [])
+    if rootless and "podman" in json.dumps(client.version().get("Components", [])).lower():
+        args["userns_mode"] = "keep-id"
+    return args
 
 
 def free_port() -> int:
@@ -195,7 +201,7 @@ def mlflow_server(client, image: str, folder: Path, artifacts: str | None = None
         volumes={str(folder): {"bind": "/mlflow", "mode": "rw"}},
         environment=env or {},
         labels={"io.hala.role": "mlflow-server"},
-        **task_user(),
+        **task_user(client),
     )
     uri = f"http://127.0.0.1:{port}"
     try:

@@ -176,7 +176,7 @@ def _containers(recipe: Recipe, out_dir: Path, registry: str, pipeline) -> Itera
             run.ran["mlflow_server"] = {**image_record(client, server_image), "containers": 1}
         # Relative local paths in the recipe resolve as they do here.
         run.runner = kfp.local.DockerRunner(
-            network_mode="host", mounts=mounts, environment=env, working_dir=os.getcwd(), **task_user()
+            network_mode="host", mounts=mounts, environment=env, working_dir=os.getcwd(), **task_user(client)
         )
         original = docker_task_handler.run_docker_container
         docker_task_handler.run_docker_container = run.run_container

@@ -1,5 +1,5 @@
-"""Checks of a whole smoke run, shared by both runners: each test module that imports them gives
-``any_run`` (its run folder and summary); tests/test_pipeline.py runs tasks as processes,
+"""Checks of a whole smoke run, shared by both runners: a test module subclasses ``RunChecks`` and
+gives ``any_run`` (its run folder and summary); tests/test_pipeline.py runs the tasks as processes,
 tests/test_containers.py in their images."""
 
 import json
@@ -23,162 +23,158 @@ def _client(summary):
     return mlflow.MlflowClient()
 
 
-def test_summary_locates_every_artifact(any_run):
-    out, summary = any_run
-    assert json.loads((out / "summary.json").read_text()) == summary
-    arts = summary["artifacts"]
-    for key in ("fp8_teacher", "bilingual_data", "filtered_pairs", "translator", "arabic_corpus", "translator_evaluation"):
-        assert Path(arts[key]).exists(), key
-    assert set(arts["students"]) == {"nano-s", "nano-m"}
-    for info in arts["students"].values():
-        assert (Path(info["sft_checkpoint"]) / "model.safetensors").is_file()
-        assert (Path(info["merged"]["uri"]) / "model.safetensors").is_file()
-        assert info["merged"]["t"] in (0.3, 0.5) and set(info["merged"]["sweep"]) == {"0.30", "0.50"}
-        assert info["merged"]["uri"].endswith(f"/t{info['merged']['t']:.2f}")
-        assert info["merged"]["other"] == str(Path(info["sft_checkpoint"]).resolve())
-        assert Path(info["evaluation"]).is_file()
-    if summary["runner"] == "subprocess":
-        assert summary["mlflow"]["tracking_uri"] == f"sqlite:///{out.resolve()}/mlflow.db"
-    else:  # the recipe's server
-        assert summary["mlflow"]["tracking_uri"].startswith("http://127.0.0.1:")
-    report = (out / "report" / "report.md").read_text(encoding="utf-8")
-    assert "### nano-s" in report and "| **average** |" in report and (out / "report" / "loss_curves.png").is_file()
-
-
 def _rows(path):
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
 
-def test_data_stages_conserve_rows(any_run):
-    _, summary = any_run
-    m = summary["metrics"]
-    assert m["bootstrap"]["rows_in"] == 60 == m["bootstrap"]["rows_kept"] + m["bootstrap"]["rows_rejected"]
-    assert m["bootstrap"]["shards"] == 2 and m["bootstrap"]["tokens_per_s"] > 0
-    assert m["filter"]["rows_in"] == 180 == m["filter"]["rows_kept"] + m["filter"]["rows_rejected"]
-    kept = _rows(Path(summary["artifacts"]["filtered_pairs"]) / "pairs.jsonl")
-    rejected = _rows(Path(summary["artifacts"]["filtered_pairs"]) / "rejects.jsonl")
-    assert len(kept) == m["filter"]["rows_kept"] and len(rejected) == m["filter"]["rows_rejected"]
-    assert sorted(r["row"] for r in kept + rejected) == list(range(1, 181))  # every candidate once
-    assert all(r["reason"] for r in rejected)
-    # The 10 planted untranslated copies never reach the judge: the heuristics name them.
-    assert sum(r["reason"] == "untranslated copy" for r in rejected) == m["filter"]["rejected_untranslated_copy"] == 10
-    # One misaligned pair answers a question ("How much is this shirt?") with an unrelated sentence.
-    assert m["filter"]["rejected_answered_instead_of_translated"] == 1
-    # Every pair the heuristics passed got a parsed verdict from the judge (or an unparseable-answer reject).
-    judge_rejects = [r for r in rejected if r["reason"].startswith("judge:")]
-    assert m["filter"]["rows_kept"] + len(judge_rejects) == 180 - 11
-    assert all("judge_answer" in r for r in judge_rejects)
+class RunChecks:
+    """What a finished smoke run must have left behind, whichever runner ran its tasks."""
 
+    def test_summary_locates_every_artifact(self, any_run):
+        out, summary = any_run
+        assert json.loads((out / "summary.json").read_text()) == summary
+        arts = summary["artifacts"]
+        for key in ("fp8_teacher", "bilingual_data", "filtered_pairs", "translator", "arabic_corpus", "translator_evaluation"):
+            assert Path(arts[key]).exists(), key
+        assert set(arts["students"]) == {"nano-s", "nano-m"}
+        for info in arts["students"].values():
+            assert (Path(info["sft_checkpoint"]) / "model.safetensors").is_file()
+            assert (Path(info["merged"]["uri"]) / "model.safetensors").is_file()
+            assert info["merged"]["t"] in (0.3, 0.5) and set(info["merged"]["sweep"]) == {"0.30", "0.50"}
+            assert info["merged"]["uri"].endswith(f"/t{info['merged']['t']:.2f}")
+            assert info["merged"]["other"] == str(Path(info["sft_checkpoint"]).resolve())
+            assert Path(info["evaluation"]).is_file()
+        if summary["runner"] == "subprocess":
+            assert summary["mlflow"]["tracking_uri"] == f"sqlite:///{out.resolve()}/mlflow.db"
+        else:  # the recipe's server
+            assert summary["mlflow"]["tracking_uri"].startswith("http://127.0.0.1:")
+        report = (out / "report" / "report.md").read_text(encoding="utf-8")
+        assert "### nano-s" in report and "| **average** |" in report and (out / "report" / "loss_curves.png").is_file()
 
-def test_corpus_translation_is_faithful_and_fans_out(any_run):
-    _, summary = any_run
-    m = summary["metrics"]["corpus"]
-    assert m["rows_in"] == 46 == m["rows_kept"] + m["rows_rejected"]
-    assert m["shards"] == 3 and m["tokens_per_s"] > 0
-    folder = Path(summary["artifacts"]["arabic_corpus"])
-    corpus, rejects = _rows(folder / "corpus.jsonl"), _rows(folder / "rejects.jsonl")
-    assert len(corpus) == m["rows_kept"] >= 30 and all(r["reason"] for r in rejects)
-    sources = {
-        (f"bundled:smoke/{name}", n): json.loads(line)
-        for name in ("instructions_more_en.jsonl", "instructions_features_en.jsonl")
-        for n, line in enumerate((BUNDLED / name).read_text().splitlines(), 1)
-    }
-    assert sorted((r["dataset"], r["row"]) for r in corpus + rejects) == sorted(sources)
-    roles = {"human": "user", "gpt": "assistant", "system": "system"}
-    for row in corpus:  # every turn translated, roles and order kept, the system turn kept as is (policy: keep)
-        source = sources[(row["dataset"], row["row"])]["conversations"]
-        assert [t["role"] for t in row["messages"]] == [roles[t["from"]] for t in source]
-        for turn, original in zip(row["messages"], source, strict=True):
-            if original["from"] == "system":
-                assert turn["content"] == original["value"]
-            if "```" in original["value"]:
-                assert 'print("Hello")' in turn["content"] and turn["content"].count("```") == 2
-    # Two workers each did their share of the three shards and one task joined them.
-    run_folder = Path(summary["artifacts"]["arabic_corpus"]).parent.parent
-    parts = [json.loads(p.read_text()) for p in run_folder.glob("for-loop-*/translate-corpus/part/part.json")]
-    assert sorted((p["worker"], p["workers"], p["total_shards"]) for p in parts) == [(0, 2, 3), (1, 2, 3)]
-    judged = [json.loads(p.read_text()) for p in run_folder.glob("for-loop-*/judge-pairs/part/part.json")]
-    assert sorted(p["worker"] for p in judged) == [0, 1]
+    def test_data_stages_conserve_rows(self, any_run):
+        _, summary = any_run
+        m = summary["metrics"]
+        assert m["bootstrap"]["rows_in"] == 60 == m["bootstrap"]["rows_kept"] + m["bootstrap"]["rows_rejected"]
+        assert m["bootstrap"]["shards"] == 2 and m["bootstrap"]["tokens_per_s"] > 0
+        assert m["filter"]["rows_in"] == 180 == m["filter"]["rows_kept"] + m["filter"]["rows_rejected"]
+        kept = _rows(Path(summary["artifacts"]["filtered_pairs"]) / "pairs.jsonl")
+        rejected = _rows(Path(summary["artifacts"]["filtered_pairs"]) / "rejects.jsonl")
+        assert len(kept) == m["filter"]["rows_kept"] and len(rejected) == m["filter"]["rows_rejected"]
+        assert sorted(r["row"] for r in kept + rejected) == list(range(1, 181))  # every candidate once
+        assert all(r["reason"] for r in rejected)
+        # The 10 planted untranslated copies never reach the judge: the heuristics name them.
+        assert sum(r["reason"] == "untranslated copy" for r in rejected) == m["filter"]["rejected_untranslated_copy"] == 10
+        # One misaligned pair answers a question ("How much is this shirt?") with an unrelated sentence.
+        assert m["filter"]["rejected_answered_instead_of_translated"] == 1
+        # Every pair the heuristics passed got a parsed verdict from the judge (or an unparseable-answer reject).
+        judge_rejects = [r for r in rejected if r["reason"].startswith("judge:")]
+        assert m["filter"]["rows_kept"] + len(judge_rejects) == 180 - 11
+        assert all("judge_answer" in r for r in judge_rejects)
 
+    def test_corpus_translation_is_faithful_and_fans_out(self, any_run):
+        _, summary = any_run
+        m = summary["metrics"]["corpus"]
+        assert m["rows_in"] == 46 == m["rows_kept"] + m["rows_rejected"]
+        assert m["shards"] == 3 and m["tokens_per_s"] > 0
+        folder = Path(summary["artifacts"]["arabic_corpus"])
+        corpus, rejects = _rows(folder / "corpus.jsonl"), _rows(folder / "rejects.jsonl")
+        assert len(corpus) == m["rows_kept"] >= 30 and all(r["reason"] for r in rejects)
+        sources = {
+            (f"bundled:smoke/{name}", n): json.loads(line)
+            for name in ("instructions_more_en.jsonl", "instructions_features_en.jsonl")
+            for n, line in enumerate((BUNDLED / name).read_text().splitlines(), 1)
+        }
+        assert sorted((r["dataset"], r["row"]) for r in corpus + rejects) == sorted(sources)
+        roles = {"human": "user", "gpt": "assistant", "system": "system"}
+        for row in corpus:  # every turn translated, roles and order kept, the system turn kept as is (policy: keep)
+            source = sources[(row["dataset"], row["row"])]["conversations"]
+            assert [t["role"] for t in row["messages"]] == [roles[t["from"]] for t in source]
+            for turn, original in zip(row["messages"], source, strict=True):
+                if original["from"] == "system":
+                    assert turn["content"] == original["value"]
+                if "```" in original["value"]:
+                    assert 'print("Hello")' in turn["content"] and turn["content"].count("```") == 2
+        # Two workers each did their share of the three shards and one task joined them.
+        run_folder = Path(summary["artifacts"]["arabic_corpus"]).parent.parent
+        parts = [json.loads(p.read_text()) for p in run_folder.glob("for-loop-*/translate-corpus/part/part.json")]
+        assert sorted((p["worker"], p["workers"], p["total_shards"]) for p in parts) == [(0, 2, 3), (1, 2, 3)]
+        judged = [json.loads(p.read_text()) for p in run_folder.glob("for-loop-*/judge-pairs/part/part.json")]
+        assert sorted(p["worker"] for p in judged) == [0, 1]
 
-def test_fp8_gate_compared_real_translations(any_run):
-    _, summary = any_run
-    gate = summary["metrics"]["fp8_gate"]
-    assert gate["gate_samples"] == 30
-    assert gate["chrf_original"] > 30  # the tiny teacher really translates
-    assert gate["chrf_drop"] <= 2.0
-    with safe_open(str(Path(summary["artifacts"]["fp8_teacher"]) / "model.safetensors"), "pt") as st:
-        dtypes = {st.get_tensor(k).dtype for k in st.keys() if k.endswith("proj.weight")}
-    assert dtypes == {torch.float8_e4m3fn}
+    def test_fp8_gate_compared_real_translations(self, any_run):
+        _, summary = any_run
+        gate = summary["metrics"]["fp8_gate"]
+        assert gate["gate_samples"] == 30
+        assert gate["chrf_original"] > 30  # the tiny teacher really translates
+        assert gate["chrf_drop"] <= 2.0
+        with safe_open(str(Path(summary["artifacts"]["fp8_teacher"]) / "model.safetensors"), "pt") as st:
+            dtypes = {st.get_tensor(k).dtype for k in st.keys() if k.endswith("proj.weight")}
+        assert dtypes == {torch.float8_e4m3fn}
 
+    def test_translator_improves_over_its_base(self, any_run):
+        _, summary = any_run
+        tr = summary["metrics"]["translation"]
+        assert tr["after"]["pairs"] == 30
+        assert tr["after"]["chrf"] > tr["before"]["chrf"] + 5
+        assert set(tr["after"]) >= {"chrf", "chrf_pp", "bleu"}
 
-def test_translator_improves_over_its_base(any_run):
-    _, summary = any_run
-    tr = summary["metrics"]["translation"]
-    assert tr["after"]["pairs"] == 30
-    assert tr["after"]["chrf"] > tr["before"]["chrf"] + 5
-    assert set(tr["after"]) >= {"chrf", "chrf_pp", "bleu"}
+    def test_students_evaluated_on_six_benchmarks_for_base_sft_merged(self, any_run):
+        _, summary = any_run
+        for name, roles in summary["metrics"]["students"].items():
+            assert set(roles) == {"base", "sft", "merged", "merged_t0.30", "merged_t0.50"}, name
+            best = summary["artifacts"]["students"][name]["merged"]["t"]
+            assert roles["merged"] == roles[f"merged_t{best:.2f}"]
+            for role, scores in roles.items():
+                assert scores["failed"] == []
+                accs = [scores[k] for k in ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")]
+                assert all(0.0 <= a <= 1.0 for a in accs)
+                assert scores["average"] == pytest.approx(sum(accs) / 6)
 
+    def test_merged_model_is_slerp_of_base_and_sft(self, any_run):
+        _, summary = any_run
+        info = summary["artifacts"]["students"]["nano-s"]
+        base = load_file(Path(info["merged"]["base"]) / "model.safetensors")
+        sft = load_file(Path(info["sft_checkpoint"]) / "model.safetensors")
+        merged = load_file(Path(info["merged"]["uri"]) / "model.safetensors")
+        assert set(merged) == set(base)
+        for name in base:
+            expected = slerp(base[name].numpy(), sft[name].numpy(), info["merged"]["t"])
+            np.testing.assert_allclose(merged[name].numpy(), expected, rtol=1e-4, atol=1e-5, err_msg=name)
 
-def test_students_evaluated_on_six_benchmarks_for_base_sft_merged(any_run):
-    _, summary = any_run
-    for name, roles in summary["metrics"]["students"].items():
-        assert set(roles) == {"base", "sft", "merged", "merged_t0.30", "merged_t0.50"}, name
-        best = summary["artifacts"]["students"][name]["merged"]["t"]
-        assert roles["merged"] == roles[f"merged_t{best:.2f}"]
-        for role, scores in roles.items():
-            assert scores["failed"] == []
-            accs = [scores[k] for k in ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")]
-            assert all(0.0 <= a <= 1.0 for a in accs)
-            assert scores["average"] == pytest.approx(sum(accs) / 6)
+    def test_mlflow_holds_parent_nested_runs_and_registered_versions(self, any_run):
+        _, summary = any_run
+        client = _client(summary)
+        parent_id = summary["mlflow"]["parent_run_id"]
+        parent = client.get_run(parent_id)
+        assert parent.info.status == "FINISHED"
+        assert parent.data.tags["hala.recipe_hash"] == summary["recipe_hash"]
+        children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+        names = sorted(r.info.run_name for r in children)
+        assert names == sorted(
+            ["quantize_teacher", "bootstrap_bilingual", "filter_parallel", "train_translator", "evaluate_translator", "translate_corpus"]
+            + ["bootstrap_bilingual[0]", "screen_pairs", "judge_pairs[0]", "judge_pairs[1]", "translate_corpus[0]", "translate_corpus[1]"]
+            + [f"{stage}[{s}]" for s in ("nano-s", "nano-m") for stage in ("train_student", "merge_student", "evaluate_student")]
+        )
+        assert all(r.info.status == "FINISHED" for r in children)
+        assert "report/report.md" in {a.path for a in client.list_artifacts(parent_id, "report")}
+        by_name = {r.info.run_name: r for r in children}
+        artifacts = {name: {a.path for a in client.list_artifacts(r.info.run_id, "samples")} | {a.path for a in client.list_artifacts(r.info.run_id)} for name, r in by_name.items()}
+        assert {"samples/kept.jsonl", "samples/rejects.jsonl"} <= artifacts["filter_parallel"]
+        assert "benchmark_results.json" in artifacts["evaluate_student[nano-s]"]
+        assert "translation_scores.json" in artifacts["evaluate_translator"]
+        assert {"mergekit_config_t0.30.json", "mergekit_config_t0.50.json"} <= artifacts["merge_student[nano-m]"]
+        train = by_name["train_translator"]
+        assert len(client.get_metric_history(train.info.run_id, "loss")) >= 2  # the loss curve
 
-
-def test_merged_model_is_slerp_of_base_and_sft(any_run):
-    _, summary = any_run
-    info = summary["artifacts"]["students"]["nano-s"]
-    base = load_file(Path(info["merged"]["base"]) / "model.safetensors")
-    sft = load_file(Path(info["sft_checkpoint"]) / "model.safetensors")
-    merged = load_file(Path(info["merged"]["uri"]) / "model.safetensors")
-    assert set(merged) == set(base)
-    for name in base:
-        expected = slerp(base[name].numpy(), sft[name].numpy(), info["merged"]["t"])
-        np.testing.assert_allclose(merged[name].numpy(), expected, rtol=1e-4, atol=1e-5, err_msg=name)
-
-
-def test_mlflow_holds_parent_nested_runs_and_registered_versions(any_run):
-    _, summary = any_run
-    client = _client(summary)
-    parent_id = summary["mlflow"]["parent_run_id"]
-    parent = client.get_run(parent_id)
-    assert parent.info.status == "FINISHED"
-    assert parent.data.tags["hala.recipe_hash"] == summary["recipe_hash"]
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-    names = sorted(r.info.run_name for r in children)
-    assert names == sorted(
-        ["quantize_teacher", "bootstrap_bilingual", "filter_parallel", "train_translator", "evaluate_translator", "translate_corpus"]
-        + ["bootstrap_bilingual[0]", "screen_pairs", "judge_pairs[0]", "judge_pairs[1]", "translate_corpus[0]", "translate_corpus[1]"]
-        + [f"{stage}[{s}]" for s in ("nano-s", "nano-m") for stage in ("train_student", "merge_student", "evaluate_student")]
-    )
-    assert all(r.info.status == "FINISHED" for r in children)
-    assert "report/report.md" in {a.path for a in client.list_artifacts(parent_id, "report")}
-    by_name = {r.info.run_name: r for r in children}
-    artifacts = {name: {a.path for a in client.list_artifacts(r.info.run_id, "samples")} | {a.path for a in client.list_artifacts(r.info.run_id)} for name, r in by_name.items()}
-    assert {"samples/kept.jsonl", "samples/rejects.jsonl"} <= artifacts["filter_parallel"]
-    assert "benchmark_results.json" in artifacts["evaluate_student[nano-s]"]
-    assert "translation_scores.json" in artifacts["evaluate_translator"]
-    assert {"mergekit_config_t0.30.json", "mergekit_config_t0.50.json"} <= artifacts["merge_student[nano-m]"]
-    train = by_name["train_translator"]
-    assert len(client.get_metric_history(train.info.run_id, "loss")) >= 2  # the loss curve
-
-    registered = summary["registered"]
-    assert set(registered) == {"hala-smoke-teacher-fp8", "hala-smoke-translator", "hala-smoke-nano-s", "hala-smoke-nano-m"}
-    for name, info in registered.items():
-        version = client.get_model_version_by_alias(name, "challenger")
-        assert str(version.version) == info["version"]
-        assert version.tags["hala.recipe_hash"] == summary["recipe_hash"]
-        assert version.tags["hala.source_run"] == parent_id
-        assert version.tags["hala.data_hash.arabic_corpus"] == summary["data_hashes"]["arabic_corpus"]
-    merged_tags = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger").tags
-    merge_tag = json.loads(merged_tags["hala.merge"])
-    assert merge_tag["t"] == summary["artifacts"]["students"]["nano-m"]["merged"]["t"] and set(merge_tag["sweep"]) == {"0.30", "0.50"}
-    assert "hala.metric.average" in merged_tags and "hala.metric.base_average" in merged_tags
+        registered = summary["registered"]
+        assert set(registered) == {"hala-smoke-teacher-fp8", "hala-smoke-translator", "hala-smoke-nano-s", "hala-smoke-nano-m"}
+        for name, info in registered.items():
+            version = client.get_model_version_by_alias(name, "challenger")
+            assert str(version.version) == info["version"]
+            assert version.tags["hala.recipe_hash"] == summary["recipe_hash"]
+            assert version.tags["hala.source_run"] == parent_id
+            assert version.tags["hala.data_hash.arabic_corpus"] == summary["data_hashes"]["arabic_corpus"]
+        merged_tags = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger").tags
+        merge_tag = json.loads(merged_tags["hala.merge"])
+        assert merge_tag["t"] == summary["artifacts"]["students"]["nano-m"]["merged"]["t"] and set(merge_tag["sweep"]) == {"0.30", "0.50"}
+        assert "hala.metric.average" in merged_tags and "hala.metric.base_average" in merged_tags

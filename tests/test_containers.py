@@ -14,19 +14,10 @@ from hala import __version__
 from hala.images import FAMILIES, LOCAL_REGISTRY
 from hala.recipe import load_recipe
 from tests.pipeline_checks import _client
-# The shared checks of a whole run, run here on this module's run (any_run).
-from tests.pipeline_checks import (  # noqa: F401
-    test_summary_locates_every_artifact,
-    test_data_stages_conserve_rows,
-    test_corpus_translation_is_faithful_and_fans_out,
-    test_fp8_gate_compared_real_translations,
-    test_translator_improves_over_its_base,
-    test_students_evaluated_on_six_benchmarks_for_base_sft_merged,
-    test_merged_model_is_slerp_of_base_and_sft,
-    test_mlflow_holds_parent_nested_runs_and_registered_versions,
-)
+from tests.pipeline_checks import RunChecks
+from tests.test_compile import FAMILY
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("containers")]  # one worker: the images and the run are shared
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -126,16 +117,14 @@ def any_run(docker_smoke_run):
     return docker_smoke_run
 
 
+class TestContainerRun(RunChecks):
+    """Every task in its family's image. The checks are tests/pipeline_checks.py's."""
 
 
-# The family each component's image belongs to (components/*.py), and each stage's MLflow run name.
-COMPONENT_FAMILY = {
-    "preflight": "base", "open_run": "base", "screen_pairs": "base", "collect_pairs": "base",
-    "collect_bilingual": "base", "collect_corpus": "base", "register_models": "base",
-    "quantize_teacher": "quantize", "train_translator": "train", "train_student": "train",
-    "merge_student": "merge", "bootstrap_bilingual": "vllm", "judge_pairs": "vllm",
-    "translate_corpus": "vllm", "evaluate_translator": "vllm", "evaluate_student": "vllm",
-}  # fmt: skip
+
+
+# The family each component's image belongs to (by its function's name), and each stage's MLflow run.
+COMPONENT_FAMILY = {task.replace("-", "_"): family for task, family in FAMILY.items()}
 STAGE_RUN_FAMILY = {
     "quantize_teacher": "quantize", "bootstrap_bilingual[0]": "vllm", "bootstrap_bilingual": "base",
     "screen_pairs": "base", "judge_pairs[0]": "vllm", "judge_pairs[1]": "vllm", "filter_parallel": "base",

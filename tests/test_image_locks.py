@@ -103,3 +103,16 @@ def test_image_names_retarget_to_a_local_build():
     assert family_of(image("train")) == "train" and family_of("docker.io/library/python:3.11") is None
     assert retarget("ghcr.io/hala-mlops/hala-vllm:0.1.0", LOCAL_REGISTRY) == "localhost/hala-vllm:0.1.0"
     assert retarget("quay.io/other/thing:1", LOCAL_REGISTRY) == "quay.io/other/thing:1"
+
+
+def test_the_mlflow_server_image_is_named_by_the_version_it_holds():
+    import yaml
+
+    from hala.images import MLFLOW_VERSION, mlflow_image
+
+    locked = re.search(r"^mlflow==(\S+)", (LOCKS / "mlflow.txt").read_text(), re.M).group(1)
+    chart = yaml.safe_load((ROOT / "charts" / "hala-mlflow" / "Chart.yaml").read_text())
+    assert MLFLOW_VERSION == locked == chart["appVersion"]
+    assert mlflow_image(LOCAL_REGISTRY) == f"localhost/hala-mlflow:{locked}"
+    # The server and the pipeline's client agree, so their store schemas do.
+    assert re.search(r"^mlflow==(\S+)", (LOCKS / "dev.txt").read_text(), re.M).group(1) == locked

@@ -8,19 +8,9 @@ import pytest
 from safetensors.torch import load_file
 
 from hala.recipe import load_recipe
-# The shared checks of a whole run, run here on this module's run (any_run).
-from tests.pipeline_checks import (  # noqa: F401
-    test_summary_locates_every_artifact,
-    test_data_stages_conserve_rows,
-    test_corpus_translation_is_faithful_and_fans_out,
-    test_fp8_gate_compared_real_translations,
-    test_translator_improves_over_its_base,
-    test_students_evaluated_on_six_benchmarks_for_base_sft_merged,
-    test_merged_model_is_slerp_of_base_and_sft,
-    test_mlflow_holds_parent_nested_runs_and_registered_versions,
-)
+from tests.pipeline_checks import RunChecks
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]  # one worker: the run is shared
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +25,10 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def any_run(smoke_run):
     return smoke_run
+
+
+class TestSubprocessRun(RunChecks):
+    """Every task a process in this environment. The checks are tests/pipeline_checks.py's."""
 
 
 def test_failed_stage_marks_runs_failed_and_keeps_finished_artifacts(tmp_path):
