@@ -55,6 +55,8 @@ def main() -> None:
         ours = [n for n in names if n.startswith("localhost/hala-")]
         if ours:
             subprocess.run(["podman", "rmi", "--force", *ours], check=True, capture_output=True)
+        # A build that was killed leaves buildah working containers that pin its layers.
+        subprocess.run(["buildah", "rm", "--all"], check=True, capture_output=True)
         subprocess.run(["podman", "image", "prune", "--force"], check=True, capture_output=True)
         result["cold"] = build("cold")
     result["warm"] = build("warm")

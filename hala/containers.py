@@ -189,7 +189,7 @@ def mlflow_server(client, image: str, folder: Path, artifacts: str | None = None
     port = free_port()
     destination = artifacts or "/mlflow/mlartifacts"
     command = [
-        "server", "--host", "127.0.0.1", "--port", str(port),
+        "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
         "--backend-store-uri", "sqlite:////mlflow/mlflow.db",
         "--serve-artifacts", "--artifacts-destination", destination,
     ]  # fmt: skip

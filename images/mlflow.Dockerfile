@@ -26,5 +26,6 @@ LABEL org.opencontainers.image.title="hala-mlflow" \
 WORKDIR /home/mlflow
 USER 10001
 EXPOSE 5000
-ENTRYPOINT ["mlflow"]
-CMD ["server", "--host", "0.0.0.0"]
+# A command, not an entrypoint: `podman run IMAGE python -m pip check` works as in every hala image,
+# and the chart names its own command (mlflow server ...).
+CMD ["mlflow", "server", "--host", "0.0.0.0"]

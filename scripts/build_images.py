@@ -148,7 +148,7 @@ def build(family: str, args, python_base: str, build_mounts: list[str]) -> dict:
         tail = " | ".join(line for line in text.strip().splitlines()[-3:])
         raise BuildError(f"image {family} failed at {failing_step(text)}: {tail[-400:]} (log: {log})")
     # The Dockerfiles run pip check too; this is the same check on the image as it will run.
-    check = podman("run", "--rm", "--network", "none", "--entrypoint", "python3", name, "-m", "pip", "check", capture_output=True)
+    check = podman("run", "--rm", "--network", "none", name, "python3", "-m", "pip", "check", capture_output=True)
     if check.returncode != 0:
         raise BuildError(f"image {family}: pip check failed in {name}: {(check.stdout + check.stderr).strip()[:400]}")
     info = json.loads(podman("image", "inspect", name, capture_output=True).stdout)[0]
