@@ -12,6 +12,11 @@ HELM_DIR := $(HALA_CACHE)/bin
 # The chart security scan (checkov) lives in its own environment: its pins clash with the project's.
 CHECKOV_VENV := .venv-checkov
 export HALA_CHECKOV := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
+# lighteval, the reference the OALL v2 evaluation is checked against, also has its own environment,
+# with the project's torch, transformers and datasets so that both read and score alike.
+LIGHTEVAL_VENV := .venv-lighteval
+LIGHTEVAL_STAMP := $(LIGHTEVAL_VENV)/.installed
+export HALA_LIGHTEVAL := $(CURDIR)/$(LIGHTEVAL_VENV)/bin/python
 
 .PHONY: install run test compile clean helm images locks locks-check
 
@@ -40,7 +45,16 @@ $(HALA_CHECKOV):
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q checkov==3.3.30
 
-test: install helm $(HALA_CHECKOV)
+$(LIGHTEVAL_STAMP): $(STAMP)
+	test -x $(LIGHTEVAL_VENV)/bin/python || $(PYTHON) -m venv $(LIGHTEVAL_VENV)
+	$(LIGHTEVAL_VENV)/bin/pip install -q torch==2.13.0
+	grep -E '^(transformers|tokenizers|datasets|accelerate|huggingface-hub|safetensors|numpy)==' $(VENV)/constraints.txt > $(LIGHTEVAL_VENV)/constraints.txt
+	# xxhash 4 refuses the str that lighteval 0.13.0 hashes for its details.
+	echo 'xxhash<4' >> $(LIGHTEVAL_VENV)/constraints.txt
+	$(LIGHTEVAL_VENV)/bin/pip install -q lighteval==0.13.0 -c $(LIGHTEVAL_VENV)/constraints.txt
+	touch $@
+
+test: install helm $(HALA_CHECKOV) $(LIGHTEVAL_STAMP)
 	# Both cores, a test file per worker at a time: a file's tests share its fixtures (a whole
 	# pipeline run, the built images). (Not loadgroup: with pytest 9.2 it groups nothing, pytest-xdist#1386.)
 	PATH="$$PATH:$(HELM_DIR)" $(BIN)/python -m pytest -q -ra -n auto --dist loadfile
@@ -61,4 +75,4 @@ compile: install
 	$(BIN)/hala compile --recipe $(RECIPE) --out $(RECIPE).pipeline.yaml
 
 clean:
-	rm -rf runs build .hala-cache .pytest_cache $(CHECKOV_VENV)
+	rm -rf runs build .hala-cache .pytest_cache $(CHECKOV_VENV) $(LIGHTEVAL_VENV)

@@ -33,6 +33,7 @@ def build(label: str) -> dict:
 
 
 def smoke(runner: str, out: Path) -> float:
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with (out.parent / f"{runner}.log").open("w") as log:
         subprocess.run(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hala.engines import ENGINES
 from hala.recipe import RecipeError, builtin_recipes, load_recipe
@@ -17,7 +18,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -112,10 +113,11 @@ def preflight_(
     try:
         passed = check_run(r, tracking_uri or r.tracking.tracking_uri)
     except PreflightError as err:
-        console.print(f"[red]{err}[/red]", highlight=False, soft_wrap=True)
+        # (escaped: check names such as evaluation.benchmarks[exams] would read as rich markup)
+        console.print(f"[red]{escape(str(err))}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     for line in passed:
-        console.print(f"[green]ok[/green] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[green]ok[/green] {escape(line)}", highlight=False, soft_wrap=True)
     console.print(f"preflight: all {len(passed)} checks passed")
 
 
@@ -331,6 +333,40 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder (the --out of 
     except (KeyError, ValueError, OSError) as err:
         _fail(f"{summary_file}: cannot build the report ({type(err).__name__}: {err})")
     console.print(f"wrote {written}")
+
+
+@app.command()
+def benchmarks(
+    json_out: bool = typer.Option(False, "--json", help="the definition as JSON, for machines"),
+    lm_eval_tasks: Path | None = typer.Option(
+        None, help="also write every subset as an lm-eval YAML task into this folder (for lm_eval --include_path)"
+    ),
+    fixtures: bool = typer.Option(False, help="with --lm-eval-tasks: read the smoke world's copies instead of the hub"),
+) -> None:
+    """What the evaluation scores: the OALL v2 tasks, with dataset, subsets, split, metric and shots."""
+    import json
+
+    from hala.benchmarks import METRIC_TEXT, REFERENCE, describe, write_lm_eval_tasks
+
+    tasks = describe()
+    if json_out:
+        print(json.dumps({"reference": REFERENCE, "tasks": tasks}, indent=2, ensure_ascii=False))
+    else:
+        from rich import box
+        from rich.table import Table
+
+        table = Table(title=f"OALL v2 as in {REFERENCE}", caption=METRIC_TEXT, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        # Metric and shots are the same for every task: they are in the caption, so the table fits 80 columns.
+        for column in ("task", "dataset", "subsets", "split", "smoke"):
+            table.add_column(column, no_wrap=True)
+        for t in tasks:
+            table.add_row(t["title"], t["dataset"], str(len(t["subsets"])), t["split"], str(len(t["smoke_fixture_subsets"])))
+        Console().print(table)
+        print(f"{sum(len(t['subsets']) for t in tasks)} subsets in {len(tasks)} tasks; `hala benchmarks --json` lists them all.")
+    if lm_eval_tasks is not None:
+        written = write_lm_eval_tasks(lm_eval_tasks, "fixtures" if fixtures else "hub")
+        console.print(f"wrote {len(written)} files to {lm_eval_tasks}: lm_eval --include_path {lm_eval_tasks} --tasks oall_v2 "
+                      "(or oall_v2_chat with --apply_chat_template)")  # fmt: skip
 
 
 @app.command()

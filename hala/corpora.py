@@ -30,6 +30,14 @@ from hala.recipe import DatasetRef, classify_ref
 
 ROLE_FROM_SHAREGPT = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 ROLES = ("system", "user", "assistant")
+# ShareGPT keeps its turns under "conversations"; GAIR/ReAlign-Alpaca keeps the same turns under "items".
+SHAREGPT_LISTS = ("conversations", "items")
+# Flat columns that hold a conversation in the named datasets (their cards), so `auto` reads them without `fields`.
+KNOWN_COLUMNS = (
+    {"system": "system_prompt", "user": "question", "assistant": "response"},  # Open-Orca/OpenOrca
+    {"user": "problem", "assistant": "matched_solution"},  # EricLu/SCP-116K
+    {"user": "prompt", "assistant": "chosen"},  # Dahoas/synthetic-instruct-gptj-pairwise
+)
 RAW_KEPT_CHARS = 2000  # how much of a bad row its reject keeps (a megabyte row is cut)
 PROBE_ROWS = 100  # rows looked at before work starts to tell a bad file from a few bad rows
 
@@ -183,13 +191,43 @@ def read_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
 def detect_layout(row: dict) -> str:
     if isinstance(row.get("translation"), dict):
         return "opus"
-    if isinstance(row.get("conversations"), list):
+    if any(_sharegpt_list(row, key) for key in SHAREGPT_LISTS):
         return "sharegpt"
     if isinstance(row.get("messages"), list):
         return "messages"
     if "instruction" in row and ("response" in row or "output" in row):
         return "instruction"
     return "columns"
+
+
+def known_fields(row: dict) -> dict[str, str]:
+    """The conversation columns of a row shaped like one of KNOWN_COLUMNS, or {}."""
+    return next((dict(f) for f in KNOWN_COLUMNS if set(f.values()) <= row.keys()), {})
+
+
+def _sharegpt_list(row: dict, key: str) -> bool:
+    turns = row.get(key)
+    return isinstance(turns, list) and bool(turns) and isinstance(turns[0], dict) and "from" in turns[0]
+
+
+def _turns(turns: list[tuple[str, object, str]], other_roles: str) -> list[dict[str, str]]:
+    """One policy for every layout's (role, content, where) turns.
+
+    An empty system turn is dropped (many datasets carry an empty system prompt); an empty user
+    or assistant turn rejects the row; a turn of any other role (tool, function, ...) is
+    rejected, dropped or kept untranslated as the dataset's ``other_roles`` says.
+    """
+    messages = []
+    for role, content, where in turns:
+        if role == "system" and (content is None or (isinstance(content, str) and not content.strip())):
+            continue
+        if role not in ROLES:
+            if other_roles == "drop":
+                continue
+            if other_roles == "reject":
+                raise _Invalid(f"{where} has role {role!r} (other_roles: reject; drop or keep would take the row)")
+        messages.append({"role": role, "content": _text(content, where)})
+    return messages
 
 
 def _text(value: object, what: str) -> str:
@@ -229,35 +267,32 @@ def _conversation(row: dict, layout: str, ds: DatasetRef) -> list[dict[str, str]
             turns[0]["content"] += "\n\n" + row["input"].strip()
         return [*turns, {"role": "assistant", "content": _text(response, "response")}]
     if layout == "sharegpt":
-        turns = row.get("conversations")
-        if not isinstance(turns, list) or not turns:
-            raise _Invalid("conversations is missing or empty")
-        messages = []
+        key = next((k for k in SHAREGPT_LISTS if isinstance(row.get(k), list)), None)
+        turns = row.get(key) if key else None
+        if not turns:
+            raise _Invalid(f"{' or '.join(SHAREGPT_LISTS)} is missing or empty (keys: {_keys(row)})")
+        raw = []
         for i, turn in enumerate(turns):
             if not isinstance(turn, dict):
-                raise _Invalid(f"conversations[{i}] is not an object")
-            role = ROLE_FROM_SHAREGPT.get(str(turn.get("from")))
-            if role is None:
-                raise _Invalid(f"conversations[{i}].from is {turn.get('from')!r}, not one of {', '.join(ROLE_FROM_SHAREGPT)}")
-            messages.append({"role": role, "content": _text(turn.get("value"), f"conversations[{i}].value")})
-        return messages
+                raise _Invalid(f"{key}[{i}] is not an object")
+            speaker = turn.get("from")
+            raw.append((ROLE_FROM_SHAREGPT.get(str(speaker), str(speaker)), turn.get("value"), f"{key}[{i}].value"))
+        return _turns(raw, ds.other_roles)
     if layout == "messages":
         turns = row.get("messages")
         if not isinstance(turns, list) or not turns:
             raise _Invalid("messages is missing or empty")
-        messages = []
+        raw = []
         for i, m in enumerate(turns):
-            if not isinstance(m, dict) or m.get("role") not in ROLES:
-                role = m.get("role") if isinstance(m, dict) else None
-                raise _Invalid(f"messages[{i}].role is {role!r}, not one of {', '.join(ROLES)}")
-            messages.append({"role": m["role"], "content": _text(m.get("content"), f"messages[{i}].content")})
-        return messages
-    if layout == "columns" and ds.fields:
-        system = row.get(ds.fields["system"]) if "system" in ds.fields else None
-        turns = [{"role": "system", "content": system.strip()}] if isinstance(system, str) and system.strip() else []
-        turns.append({"role": "user", "content": _text(row.get(ds.fields["user"]), ds.fields["user"])})
-        turns.append({"role": "assistant", "content": _text(row.get(ds.fields["assistant"]), ds.fields["assistant"])})
-        return turns
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise _Invalid(f"messages[{i}] has no role")
+            raw.append((m["role"], m.get("content"), f"messages[{i}].content"))
+        return _turns(raw, ds.other_roles)
+    fields = ds.fields or (known_fields(row) if ds.layout == "auto" else {})
+    if layout == "columns" and fields:
+        raw = [("system", row.get(fields["system"]), fields["system"])] if "system" in fields else []
+        raw += [("user", row.get(fields["user"]), fields["user"]), ("assistant", row.get(fields["assistant"]), fields["assistant"])]
+        return _turns(raw, ds.other_roles)
     if layout == "opus":
         raise _Invalid("layout 'opus' holds parallel pairs, not conversations")
     raise _Invalid(f"no conversation in any known layout (keys: {_keys(row)})")

@@ -43,6 +43,10 @@ class GenerationEngine(Protocol):
         """The texts of :meth:`complete`."""
         ...
 
+    def choice_logprobs(self, conversations: Sequence[Conversation], choices: Sequence[str], desc: str = "scoring") -> list[list[float]]:
+        """Per conversation, the log-probability of each choice as the first words of the assistant's answer."""
+        ...
+
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
@@ -128,6 +132,40 @@ class TransformersEngine:
                 bar.update(len(idx))
         return results
 
+    def choice_logprobs(
+        self, conversations: Sequence[Conversation], choices: Sequence[str], desc: str = "scoring", batch_size: int = 8
+    ) -> list[list[float]]:
+        import torch
+
+        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        contexts = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        # The choice's tokens follow the context's (encoded apart, so a choice is the same tokens in every prompt).
+        choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        single = all(len(ids) == 1 for ids in choice_ids)
+        # One-token choices are all read from one pass over the context; longer ones need a pass each.
+        sequences = [(i, None, ctx) for i, ctx in enumerate(contexts)] if single else [
+            (i, j, ctx + ids) for i, ctx in enumerate(contexts) for j, ids in enumerate(choice_ids)
+        ]  # fmt: skip
+        scores = [[0.0] * len(choices) for _ in conversations]
+        pad = self.tokenizer.pad_token_id
+        with progress_bar(desc, total=len(conversations), leave=False) as bar:
+            for start in range(0, len(sequences), batch_size):
+                batch = sequences[start : start + batch_size]
+                width = max(len(ids) for _, _, ids in batch)
+                ids = torch.tensor([seq + [pad] * (width - len(seq)) for _, _, seq in batch], device=self.device)
+                mask = torch.tensor([[1] * len(seq) + [0] * (width - len(seq)) for _, _, seq in batch], device=self.device)
+                with torch.no_grad():
+                    logprobs = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+                for row, (i, j, seq) in enumerate(batch):
+                    if j is None:
+                        last = logprobs[row, len(seq) - 1]
+                        scores[i] = [float(last[c[0]]) for c in choice_ids]
+                        continue
+                    n = len(contexts[i])
+                    scores[i][j] = float(sum(logprobs[row, n + k - 1, t] for k, t in enumerate(choice_ids[j])))
+                bar.update(len({i for i, _, _ in batch}) if single else sum(1 for _, j, _ in batch if j == len(choices) - 1))
+        return scores
+
     def close(self) -> None:
         del self.model
 
@@ -164,6 +202,28 @@ class VLLMEngine:
             Completion(o.outputs[0].text.strip(), len(o.outputs[0].token_ids), o.outputs[0].finish_reason == "length")
             for o in outputs
         ]
+
+    def choice_logprobs(self, conversations: Sequence[Conversation], choices: Sequence[str], desc: str = "scoring") -> list[list[float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tokenizer = self.llm.get_tokenizer()
+        choice_ids = [tokenizer.encode(c, add_special_tokens=False) for c in choices]
+        requests, spans = [], []
+        for conversation in conversations:
+            text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True, chat_template=self.chat_template)
+            context = tokenizer.encode(text, add_special_tokens=False)
+            for ids in choice_ids:
+                requests.append(TokensPrompt(prompt_token_ids=context + ids))
+                spans.append((len(context), ids))
+        # prompt_logprobs=0: each prompt token's own log-probability and no others; the shared context is
+        # computed once per conversation by prefix caching.
+        log.info("%s: %d conversations x %d choices on vLLM", desc, len(conversations), len(choices))
+        outputs = self.llm.generate(requests, SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=True)
+        flat = [
+            sum(out.prompt_logprobs[n + k][t].logprob for k, t in enumerate(ids)) for out, (n, ids) in zip(outputs, spans, strict=True)
+        ]
+        return [flat[i : i + len(choices)] for i in range(0, len(flat), len(choices))]
 
     def close(self) -> None:
         # A stage may start several engines in turn (original then FP8 teacher); each claims most

@@ -116,6 +116,31 @@ def _check_dataset(ds: DatasetRef) -> None:
         check_readable(ds)
 
 
+def _benchmark_checks(recipe: Recipe) -> list[tuple[str, Callable[[], None]]]:
+    """One check per OALL v2 task the evaluation scores: its hub dataset, or its smoke-world copy."""
+    from hala.benchmarks import TASKS, fixture_subsets, parse_selection
+
+    out = []
+    for key, subsets in parse_selection(recipe.evaluation.benchmarks).items():
+        task = TASKS[key]
+        if recipe.evaluation.source == "hub":
+            out.append((f"evaluation.benchmarks[{key}]: dataset {task.dataset}", lambda ds=task.dataset: _hub_dataset(ds)))
+            continue
+
+        def held(task=task, subsets=subsets):
+            if not set(subsets) & set(fixture_subsets(task)):
+                raise FileNotFoundError(f"no fixture subset under {task.fixture_dir}")
+
+        out.append((f"evaluation.benchmarks[{key}]: fixtures", held))
+    return out
+
+
+def _hub_dataset(dataset: str) -> None:
+    from huggingface_hub import HfApi
+
+    HfApi().dataset_info(dataset)
+
+
 def _check_tracking(uri: str) -> None:
     from mlflow import MlflowClient
 
@@ -157,6 +182,8 @@ def check_run(recipe: Recipe, tracking_uri: str | None) -> list[str]:
         checks.append((f"{where}: dataset {ds.path}", lambda ds=ds: _check_dataset(ds)))
     for where, uri in reused_outputs(recipe):
         checks.append((f"{where}: {uri}", lambda uri=uri: _check_reused(uri)))
+    for where, check in _benchmark_checks(recipe):
+        checks.append((where, check))
     passed, failed = [], []
     for name, check in checks:
         try:

@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hala.chat_templates import check_chat_template
 
-BENCHMARKS = ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")
-Benchmark = Literal["alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht"]
 Layout = Literal["auto", "opus", "columns", "instruction", "sharegpt", "messages"]
 # Kinds of pipeline task that ask the cluster for the same kind of pod (pipelines/scheduling.py).
 Role = Literal["light", "quantize", "generation", "training", "merge", "evaluation"]
@@ -92,6 +90,11 @@ class DatasetRef(Section):
     fields: dict[Literal["system", "user", "assistant"], str] = Field(
         default_factory=dict,
         description="for layout 'columns' holding conversations: which column is the system prompt, user turn, assistant turn",
+    )
+    other_roles: Literal["reject", "drop", "keep"] = Field(
+        "reject",
+        description="a turn whose role is not system/user/assistant (tool, function, ...): reject its row, drop the turn, "
+        "or keep it untranslated",
     )
 
     _ref = field_validator("path")(_check_ref)
@@ -261,6 +264,12 @@ class Judge(Section):
         "Is the Arabic text a faithful translation of the English text? "
         "Answer ACCEPT or REJECT.\nEnglish: {source}\nArabic: {target}"
     )
+    decision: Literal["probability", "generate"] = Field(
+        "probability",
+        description="probability: compare the model's own probabilities of answering ACCEPT and REJECT (no text to parse); "
+        "generate: generate an answer and look for exactly one of the words in it",
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="with decision probability: accept when P(ACCEPT) is at least this")
     generation: Generation = Generation(max_new_tokens=8)
     shards: Sharding = Sharding()
 
@@ -359,22 +368,43 @@ class Merge(Section):
 
 
 class Evaluation(Section):
-    """Stage 8: lm-eval on the Arabic suite, and chrF/BLEU for the translator."""
+    """Stage 8: the OALL v2 suite (hala.benchmarks; zero-shot, acc_norm, 0-100), and chrF/BLEU for the translator."""
 
-    benchmarks: list[Benchmark] = Field(default_factory=lambda: list(BENCHMARKS), min_length=1)
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht"],
+        min_length=1,
+        description="tasks (all their subsets) or task:subset names; `hala benchmarks` lists them",
+    )
     source: Literal["hub", "fixtures"] = Field("hub", description="real datasets, or the bundled fixtures offline")
-    limit: int | None = Field(None, gt=0, description="at most this many documents per task")
-    num_fewshot: int = Field(0, ge=0)
+    limit: int | None = Field(None, gt=0, description="at most this many documents per subset (not comparable then)")
     batch_size: int = Field(8, gt=0)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, value: list[str]) -> list[str]:
+        from hala.benchmarks import parse_selection
+
+        parse_selection(value)
+        return value
 
 
 class Promotion(Section):
     """When a registered challenger may become champion (``hala promote``)."""
 
-    margin: float = Field(0.0, ge=0, description="evaluation average points (0-1 scale) to beat the champion and the base by")
-    floors: dict[Benchmark, float] = Field(
-        default_factory=dict, description="lowest acceptable score per benchmark, e.g. {aratrust: 0.6}"
+    margin: float = Field(0.0, ge=0, description="points of the six-task average (0-100) to beat the champion and the base by")
+    floors: dict[str, float] = Field(
+        default_factory=dict, description="lowest acceptable task score (0-100), e.g. {aratrust: 60}"
     )
+
+    @field_validator("floors")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, float]) -> dict[str, float]:
+        from hala.benchmarks import TASKS
+
+        unknown = sorted(set(value) - set(TASKS))
+        if unknown:
+            raise ValueError(f"floors for unknown task(s) {', '.join(unknown)}; the tasks are: {', '.join(TASKS)}")
+        return value
 
 
 class Tracking(Section):

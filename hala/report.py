@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hala.recipe import BENCHMARKS
+from hala.benchmarks import TASKS
 
 ROLES = ("base", "sft", "merged")
 DATA_STAGES = (("bootstrap", "bootstrap (teacher translation)"), ("filter", "parallel-pair filter"), ("corpus", "corpus translation"))
@@ -42,15 +42,15 @@ def _loss_curves(tracking_uri: str, parent_run_id: str) -> dict[str, list[tuple[
 
 
 def _benchmark_plot(plt, name: str, scores: dict, path: Path) -> None:
-    labels = [b for b in BENCHMARKS if any(b in scores.get(r, {}) for r in ROLES)] + ["average"]
+    labels = [b for b in TASKS if any(b in scores.get(r, {}) for r in ROLES)] + ["average"]
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(ROLES)
     for i, role in enumerate(ROLES):
         values = [scores.get(role, {}).get(label) or 0.0 for label in labels]
         ax.bar([x + (i - 1) * width for x in range(len(labels))], values, width, label=role)
     ax.set_xticks(range(len(labels)), labels, rotation=20)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylabel("OALL v2 acc_norm (0-100)")
+    ax.set_ylim(0, 100)
     ax.set_title(f"{name}: base vs SFT vs merged")
     ax.legend()
     fig.tight_layout()
@@ -113,7 +113,7 @@ def _funnel_plot(plt, stages: list[tuple[str, dict]], path: Path) -> None:
 
 
 def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}"
+    return "-" if value is None else f"{value:.1f}"
 
 
 def write_report(summary: dict, out_dir: Path, *, curves: dict | None = None) -> Path:
@@ -141,22 +141,32 @@ def write_report(summary: dict, out_dir: Path, *, curves: dict | None = None) ->
         "",
     ]
     for name, scores in metrics["students"].items():
-        lines += [f"### {name}", "", "| benchmark | base | SFT | merged | merged - base |", "|---|---|---|---|---|"]
-        for label in [*BENCHMARKS, "average"]:
+        published = scores.get("published", {})
+        paper_columns = [w for w in ("hala", "base") if w in published]
+        header = "| task | base | SFT | merged | merged - base |" + "".join(f" {published[w]['model']} (published) |" for w in paper_columns)
+        lines += [f"### {name}", "", header, "|---" * (5 + len(paper_columns)) + "|"]
+        for label in [*TASKS, "average"]:
             row = [scores.get(role, {}).get(label) for role in ROLES]
             if all(v is None for v in row):
                 continue
             delta = None if None in (row[0], row[2]) else row[2] - row[0]
-            shown = f"**{label}**" if label == "average" else label
-            lines.append(f"| {shown} | " + " | ".join(_fmt(v) for v in row) + f" | {'-' if delta is None else f'{delta:+.4f}'} |")
+            shown = f"**{label}**" if label == "average" else TASKS[label].title
+            paper = "".join(f" {_fmt(published[w].get(label))} |" for w in paper_columns)
+            lines.append(f"| {shown} | " + " | ".join(_fmt(v) for v in row) + f" | {'-' if delta is None else f'{delta:+.1f}'} |" + paper)
+        lines.append(
+            "\nScores: OALL v2 acc_norm on a 0-100 scale; a task is the mean of its subsets, the average the mean of the tasks."
+        )
+        if published:
+            sources = "; ".join(f"{p['model']}: {p['source']}" + ("" if p.get("average_verified") else " (average not verified against the report)") for p in published.values())
+            lines.append(f"Published figures: {sources}.")
+        no_template = [role for role in ROLES if scores.get(role, {}).get("chat_template") is False]
+        if no_template:
+            lines.append(f"Evaluated without a chat template (the tokenizer has none): {', '.join(no_template)}.")
         merge = summary.get("artifacts", {}).get("students", {}).get(name, {}).get("merged", {})
         if len(merge.get("sweep", {})) > 1:
             chosen = f"{merge['t']:.2f}"
-            sweep = ", ".join(f"t={t}: {avg:.4f}" + (" (chosen)" if t == chosen else "") for t, avg in merge["sweep"].items())
-            lines.append(f"\nMerge sweep (evaluation average per slerp t): {sweep}.")
-        failed = sorted({f for role in ROLES for f in scores.get(role, {}).get("failed", [])})
-        if failed:
-            lines.append(f"\nBenchmarks that could not be evaluated: {', '.join(failed)}.")
+            sweep = ", ".join(f"t={t}: {avg:.1f}" + (" (chosen)" if t == chosen else "") for t, avg in merge["sweep"].items())
+            lines.append(f"\nMerge sweep (six-task average per slerp t): {sweep}.")
         plot = f"benchmarks_{name}.png"
         _benchmark_plot(plt, name, scores, out_dir / plot)
         lines += ["", f"![{name}]({plot})", ""]

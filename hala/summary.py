@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hala.corpora import file_hash
+from hala.paper import published_for
 from hala.recipe import recipe_from_json
 from hala.report import write_report
 from hala.stages.merge_slerp import candidate_folder
@@ -27,8 +28,22 @@ class Artifact:
     metadata: dict = field(default_factory=dict)
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _numbers(metadata: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in metadata.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in metadata.items() if _number(v)}
+
+
+def _scores(result: dict) -> dict:
+    """One model's evaluation as the summary keeps it: task scores and average (0-100), subset scores, chat template."""
+    return {
+        "average": result["average"],
+        **{key: task["score"] for key, task in result["tasks"].items()},
+        "subsets": {key: {s: v["acc_norm"] for s, v in task["subsets"].items()} for key, task in result["tasks"].items()},
+        "chat_template": result["chat_template"],
+    }
 
 
 def build_summary(
@@ -58,6 +73,7 @@ def build_summary(
         by_student[md["student"]]["merged"] = {"base": md["base"], "other": md["other"]}
         merge_folders[md["student"]] = a.uri
     student_metrics: dict[str, dict] = {}
+    bases = {s.name: s.base for s in recipe.students.models}
     for a in evaluations:
         name = a.metadata["student"]
         by_student[name]["evaluation"] = a.uri
@@ -67,10 +83,13 @@ def build_summary(
         by_student[name]["merged"].update(
             {"uri": f"{merge_folders[name].rstrip('/')}/{candidate_folder(best)}", "t": best, "sweep": table["merge"]["sweep"]}
         )
-        student_metrics[name] = {
-            role: {"average": res["average"], "failed": res["failed"], **{k: v.get("acc") for k, v in res["benchmarks"].items()}}
-            for role, res in table["results"].items()
-        }
+        student_metrics[name] = {role: _scores(res) for role, res in table["results"].items()}
+        published = published_for(bases[name])
+        if published:
+            student_metrics[name]["published"] = {
+                which: {"model": p.model, "average": p.average, **p.tasks, "source": p.source, "average_verified": p.verified}
+                for which, p in published.items()
+            }
     translation = json.loads(Path(translator_eval.path).read_text(encoding="utf-8"))
     return {
         "recipe": recipe.name,
@@ -113,10 +132,12 @@ def finish_pipeline(recipe_json: str, tracking_uri: str, parent_run_id: str, *, 
     students = []
     for name, info in summary["artifacts"]["students"].items():
         results = summary["metrics"]["students"].get(name, {})
-        metrics = {k: v for k, v in results.get("merged", {}).items() if k != "failed"}
+        metrics = {k: v for k, v in results.get("merged", {}).items() if _number(v)}
         if "average" in results.get("base", {}):  # promotion compares a model with its base
             metrics["base_average"] = results["base"]["average"]
-        students.append({"name": name, "uri": info["merged"]["uri"], "merge": info["merged"], "metrics": metrics})
+        students.append(
+            {"name": name, "uri": info["merged"]["uri"], "merge": info["merged"], "metrics": metrics, "published": results.get("published", {})}
+        )
     summary["registered"] = register_models(
         recipe,
         tracking_uri,

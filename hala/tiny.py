@@ -27,7 +27,7 @@ from hala.recipe import Bootstrap, Judge, Training
 log = logging.getLogger(__name__)
 
 # Bump when a builder changes so cached models are rebuilt.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 SPECIAL_TOKENS = ["<|pad|>", "<|startoftext|>", "<|im_end|>", "<|im_start|>"]
 
 
@@ -179,7 +179,8 @@ def _judge_conversations() -> list[list[dict[str, str]]]:
         # Negatives for every other pair keep the two verdicts roughly balanced.
         if i % 2 == 0 and other_ar != ar:
             convs.append([{"role": "user", "content": prompt.format(source=en, target=other_ar)}, {"role": "assistant", "content": "REJECT"}])
-    for en, _ in pairs[::4]:
+    # Untranslated copies for every other pair: with fewer, the judge learned the copies it saw, not copying.
+    for en, _ in pairs[::2]:
         convs.append([{"role": "user", "content": prompt.format(source=en, target=en)}, {"role": "assistant", "content": "REJECT"}])
     return convs
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from hala.corpora import BadRow, ConversationRow, estimate_rows, iter_conversations
+from hala.corpora import ROLES, BadRow, ConversationRow, estimate_rows, iter_conversations
 from hala.engines import Completion, GenerationEngine, LazyEngine, load_engine
 from hala.filters import answered_instead, reason_key, source_problem
 from hala.progress import progress_bar
@@ -59,6 +59,9 @@ def _translate_shard(
         turns: list[tuple[dict, Plan | None]] = []
         try:
             for i, message in enumerate(row.messages):
+                if message["role"] not in ROLES:  # a tool or function turn the dataset keeps: data, not language
+                    turns.append((message, None))
+                    continue
                 if message["role"] == "system" and job.system_prompt != "translate":
                     if job.system_prompt == "keep":
                         turns.append((message, None))

@@ -66,10 +66,10 @@ class RunChecks:
         assert sum(r["reason"] == "untranslated copy" for r in rejected) == m["filter"]["rejected_untranslated_copy"] == 10
         # One misaligned pair answers a question ("How much is this shirt?") with an unrelated sentence.
         assert m["filter"]["rejected_answered_instead_of_translated"] == 1
-        # Every pair the heuristics passed got a parsed verdict from the judge (or an unparseable-answer reject).
+        # Every pair the heuristics passed was decided by the judge's odds of ACCEPT over REJECT.
         judge_rejects = [r for r in rejected if r["reason"].startswith("judge:")]
         assert m["filter"]["rows_kept"] + len(judge_rejects) == 180 - 11
-        assert all("judge_answer" in r for r in judge_rejects)
+        assert all(r["reason"] == "judge: REJECT" and 0.0 <= r["judge_p_accept"] < 0.5 for r in judge_rejects)
 
     def test_corpus_translation_is_faithful_and_fans_out(self, any_run):
         _, summary = any_run
@@ -125,10 +125,16 @@ class RunChecks:
             best = summary["artifacts"]["students"][name]["merged"]["t"]
             assert roles["merged"] == roles[f"merged_t{best:.2f}"]
             for role, scores in roles.items():
-                assert scores["failed"] == []
-                accs = [scores[k] for k in ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")]
-                assert all(0.0 <= a <= 1.0 for a in accs)
-                assert scores["average"] == pytest.approx(sum(accs) / 6)
+                # OALL v2 on the 0-100 scale: a task is the mean of its subsets (two per task in the
+                # fixtures, EXAMS has one), the average the mean of the six tasks.
+                tasks = ("alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht")
+                assert {k: len(v) for k, v in scores["subsets"].items()} == {k: 1 if k == "exams" else 2 for k in tasks}
+                for task in tasks:
+                    subsets = list(scores["subsets"][task].values())
+                    assert scores[task] == pytest.approx(sum(subsets) / len(subsets))
+                    assert all(0.0 <= a <= 100.0 for a in subsets)
+                assert scores["average"] == pytest.approx(sum(scores[k] for k in tasks) / 6)
+                assert scores["chat_template"] is True
 
     def test_merged_model_is_slerp_of_base_and_sft(self, any_run):
         _, summary = any_run

@@ -121,7 +121,8 @@ def test_translate_command_refuses_a_prompt_without_slot(tmp_path):
 def test_preflight_command_lists_checks_and_problems(tmp_path):
     ok = _hala("preflight", "--recipe", "smoke", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}")
     assert ok.returncode == 0, ok.stderr
-    assert "ok students.models[0].base: model tiny:student-s" in ok.stderr and "preflight: all 12 checks passed" in ok.stderr
+    assert "ok students.models[0].base: model tiny:student-s" in ok.stderr and "preflight: all 18 checks passed" in ok.stderr
+    assert "ok evaluation.benchmarks[arbmmlu_ht]: fixtures" in ok.stderr
     data = yaml.safe_load(load_recipe("smoke").to_yaml())
     data["judge"]["model"] = str(tmp_path / "no-judge")
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))

@@ -49,6 +49,53 @@ def test_conversations_from_every_chat_layout(tmp_path):
     assert convs[2][1] == {"role": "assistant", "content": "V"}
 
 
+def _conversations_and_rejects(path: str, **options) -> tuple[list, list]:
+    rows = list(iter_conversations(DatasetRef(path=path, **options)))
+    return [r.messages for r in rows if not isinstance(r, BadRow)], [(r.row, r.reason) for r in rows if isinstance(r, BadRow)]
+
+
+def test_one_turn_policy_for_every_layout(tmp_path):
+    """An empty system turn is dropped, an empty user or assistant turn rejects its row, in every layout."""
+    empty_system = [
+        {"conversations": [{"from": "system", "value": ""}, {"from": "human", "value": "Q?"}, {"from": "gpt", "value": "A."}]},
+        {"messages": [{"role": "system", "content": "  "}, {"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]},
+        {"system_prompt": "", "question": "Q?", "response": "A."},
+    ]
+    for row in empty_system:
+        layout = {"layout": "columns", "fields": {"system": "system_prompt", "user": "question", "assistant": "response"}} if "question" in row else {}
+        kept, rejects = _conversations_and_rejects(_write(tmp_path, [row]), **layout)
+        assert (kept, rejects) == ([[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A."}]], []), row
+    empty_answer = [
+        {"conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": " "}]},
+        {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": ""}]},
+    ]
+    kept, rejects = _conversations_and_rejects(_write(tmp_path, [{"instruction": "ok", "response": "fine"}, *empty_answer]))
+    assert len(kept) == 1 and rejects == [(2, "conversations[1].value is empty"), (3, "messages[1].content is empty")]
+
+
+def test_other_roles_follow_the_recipe(tmp_path):
+    row = {"messages": [{"role": "user", "content": "Weather?"}, {"role": "tool", "content": "{\"t\": 21}"}, {"role": "assistant", "content": "21 C."}]}
+    gpt = {"conversations": [{"from": "human", "value": "Q?"}, {"from": "function_call", "value": "f()"}, {"from": "gpt", "value": "A."}]}
+    plain = {"instruction": "Hi.", "response": "Hello."}
+    path = _write(tmp_path, [plain, row, gpt])
+    kept, rejects = _conversations_and_rejects(path)  # the default: reject, naming the role
+    assert len(kept) == 1 and rejects == [
+        (2, "messages[1].content has role 'tool' (other_roles: reject; drop or keep would take the row)"),
+        (3, "conversations[1].value has role 'function_call' (other_roles: reject; drop or keep would take the row)"),
+    ]
+    kept, _ = _conversations_and_rejects(path, other_roles="drop")
+    assert [[m["role"] for m in c] for c in kept[1:]] == [["user", "assistant"], ["user", "assistant"]]
+    kept, _ = _conversations_and_rejects(path, other_roles="keep")
+    assert kept[1][1] == {"role": "tool", "content": '{"t": 21}'} and kept[2][1]["role"] == "function_call"
+
+
+def test_realign_items_are_sharegpt_turns(tmp_path):
+    row = {"id": 7, "items": [{"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "Blue."}], "tag": "reason"}
+    assert detect_layout(row) == "sharegpt"
+    kept, rejects = _conversations_and_rejects(_write(tmp_path, [row]))
+    assert kept == [[{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]] and rejects == []
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

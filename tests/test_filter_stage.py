@@ -1,6 +1,7 @@
 """The filter stage's three steps (screen, judge in shards, collect) on a fake judge."""
 
 import json
+import math
 
 import pytest
 
@@ -37,6 +38,13 @@ class FakeJudge:
             answers.append("REJECT" if "خطأ" in text else "hmm, maybe" if "غامض" in text else "ACCEPT.")
         return [Completion(a, 2, False) for a in answers]
 
+    def choice_logprobs(self, conversations, choices, desc=""):
+        assert list(choices) == ["ACCEPT", "REJECT"]
+        self.seen += len(conversations)
+        # P(ACCEPT): 0.9 as a rule, 0.2 for targets marked خطأ, 0.5 (a coin toss) for targets marked غامض
+        p = [0.2 if "خطأ" in c[-1]["content"] else 0.5 if "غامض" in c[-1]["content"] else 0.9 for c in conversations]
+        return [[math.log(x), math.log(1 - x)] for x in p]
+
     def close(self):
         pass
 
@@ -66,7 +74,7 @@ def fake_judge(monkeypatch):
     return judge
 
 
-JUDGE = Judge(model="org/judge", dataset=DatasetRef(path="org/data"))
+JUDGE = Judge(model="org/judge", dataset=DatasetRef(path="org/data"), decision="generate")
 
 
 def test_two_judge_workers_and_a_join_account_for_every_row(tmp_path, corpus, fake_judge):
@@ -96,6 +104,18 @@ def test_rerun_reuses_the_screen_and_every_judged_shard(tmp_path, corpus, fake_j
     assert second["shards_reused"] == 3 and fake_judge.loads == 1 and fake_judge.seen == 8  # no model loaded again
     assert (tmp_path / "out" / "pairs.jsonl").read_text(encoding="utf-8") == kept_before
     assert {k: v for k, v in second.items() if k.startswith("rows")} == {k: v for k, v in first.items() if k.startswith("rows")}
-    changed = Judge(model="org/judge", dataset=DatasetRef(path="org/data"), prompt="Faithful? ACCEPT or REJECT. {source} / {target}")
+    changed = JUDGE.model_copy(update={"prompt": "Faithful? ACCEPT or REJECT. {source} / {target}"})
     third = filter_corpus(corpus, Filters(), Languages(), tmp_path / "out", judge=changed, shards=Sharding(size=3))
     assert third["shards_reused"] == 0 and fake_judge.seen == 16  # a new prompt redoes every judged shard
+
+
+@pytest.mark.parametrize("threshold, rejected", [(0.5, 1), (0.6, 2)])
+def test_a_judge_by_probability_records_its_odds_and_obeys_the_threshold(tmp_path, corpus, fake_judge, threshold, rejected):
+    judge = Judge(model="org/judge", dataset=DatasetRef(path="org/data"), threshold=threshold)
+    assert judge.decision == "probability"  # the default
+    metrics = filter_corpus(corpus, Filters(), Languages(), tmp_path / "out", judge=judge, shards=Sharding(size=3))
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    judged = sorted((r["judge_p_accept"], r["reason"]) for r in rejects if r["reason"].startswith("judge"))
+    # the coin toss (0.5) passes a threshold of 0.5 and fails one of 0.6; nothing is unparseable
+    assert judged == [(0.2, "judge: REJECT"), (0.5, "judge: REJECT")][:rejected]
+    assert metrics.get("rejected_judge_unparseable", 0) == 0 and metrics["rejected_judge_reject"] == rejected

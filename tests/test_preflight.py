@@ -1,12 +1,14 @@
 """The pipeline's preflight: every problem listed in seconds, before any GPU work."""
 
 import io
+import shutil
 import socket
 import time
 
 import pytest
 import yaml
 
+from hala import benchmarks
 from hala.preflight import PreflightError, check_run
 from hala.recipe import load_recipe, parse_recipe
 
@@ -15,8 +17,9 @@ def test_the_smoke_recipe_passes_every_check(smoke_recipe, tmp_path):
     passed = check_run(smoke_recipe, f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert f"MLflow at sqlite:///{tmp_path / 'mlflow.db'}" in passed
     assert "students.models[1].base: model tiny:student-m" in passed
-    # MLflow, 3 models + the students, 4 datasets + the corpus sets
-    assert len(passed) == 1 + 3 + len(smoke_recipe.students.models) + 4 + len(smoke_recipe.corpus.datasets)
+    # MLflow, 3 models + the students, 4 datasets + the corpus sets, the six benchmark tasks
+    assert len(passed) == 1 + 3 + len(smoke_recipe.students.models) + 4 + len(smoke_recipe.corpus.datasets) + 6
+    assert "evaluation.benchmarks[aratrust]: fixtures" in passed
 
 
 def test_every_problem_is_listed_by_name(s3_env, monkeypatch, tmp_path):
@@ -30,6 +33,9 @@ def test_every_problem_is_listed_by_name(s3_env, monkeypatch, tmp_path):
     data["judge"]["model"] = "Qwen/Qwen2.5-3B-Instruct"  # a hub id: unreachable from here
     data["corpus"]["datasets"].append({"path": "s3://hala-test/data/none-such.jsonl"})
     recipe = parse_recipe(data, "test")
+    shutil.copytree(benchmarks.FIXTURES, tmp_path / "benchmarks")
+    shutil.rmtree(tmp_path / "benchmarks" / "exams")
+    monkeypatch.setattr(benchmarks, "FIXTURES", tmp_path / "benchmarks")
     monkeypatch.delenv("HF_TOKEN_FOR_TEST", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
@@ -37,7 +43,7 @@ def test_every_problem_is_listed_by_name(s3_env, monkeypatch, tmp_path):
         check_run(recipe, f"http://127.0.0.1:{closed}")
     assert time.monotonic() - start < 60
     lines = str(err.value).splitlines()
-    assert lines[0].startswith("preflight: 6 of ")
+    assert lines[0].startswith("preflight: 7 of ")
     problems = "\n".join(lines[1:])
     assert "- secret hala-hf/token: LookupError: Secret 'hala-hf' (key 'token') did not reach this pod as HF_TOKEN_FOR_TEST" in problems
     assert "- storage s3://no-such-bucket-here/runs writable: StorageError:" in problems and "NoSuchBucket" in problems
@@ -45,6 +51,7 @@ def test_every_problem_is_listed_by_name(s3_env, monkeypatch, tmp_path):
     assert "- translator.base: model s3://hala-test/models/none-such: FileNotFoundError: no config.json under this prefix" in problems
     assert "- judge.model: model Qwen/Qwen2.5-3B-Instruct:" in problems
     assert "- corpus.datasets[2]: dataset s3://hala-test/data/none-such.jsonl: FileNotFoundError: no such object" in problems
+    assert "- evaluation.benchmarks[exams]: fixtures: FileNotFoundError: no fixture subset under " in problems
 
 
 def test_reused_outputs_are_checked_and_replace_their_stages_inputs(s3_env, tmp_path):

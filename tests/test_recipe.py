@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from hala.recipe import BENCHMARKS, RecipeError, builtin_recipes, classify_ref, load_recipe, parse_recipe, recipe_from_json
+from hala.benchmarks import TASKS
+from hala.recipe import RecipeError, builtin_recipes, classify_ref, load_recipe, parse_recipe, recipe_from_json
 
 
 def test_builtin_recipes_validate():
@@ -13,7 +14,7 @@ def test_builtin_recipes_validate():
     assert nano.translator.base == "LiquidAI/LFM2-1.2B"
     assert nano.merge.t == 0.5
     assert [s.base for s in load_recipe("hala-9b").students.models] == ["QCRI/Fanar-1-9B-Instruct"]
-    assert load_recipe("smoke").evaluation.benchmarks == list(BENCHMARKS)
+    assert load_recipe("smoke").evaluation.benchmarks == list(TASKS)
 
 
 def test_json_round_trip_keeps_hash(smoke_recipe):
@@ -51,7 +52,7 @@ def _smoke_dict():
             "students: student names must be unique; repeated: nano-s",
         ),
         (lambda d: d["translator"].update(base="not a model"), "translator.base: 'not a model' is not a hub id"),
-        (lambda d: d["evaluation"].update(benchmarks=["mmlu"]), "evaluation.benchmarks.0: Input should be 'alghafa'"),
+        (lambda d: d["evaluation"].update(benchmarks=["mmlu"]), "evaluation.benchmarks: unknown benchmark task 'mmlu'; the tasks are: alghafa, arabic_mmlu"),
         (
             lambda d: d["bootstrap"]["dataset"].update(layout="opus"),
             "bootstrap: dataset: layout 'opus' holds parallel pairs, not instructions",

@@ -17,14 +17,18 @@ SUMMARY = {
         "translation": {"before": {"chrf": 2.5, "chrf_pp": 1.9, "bleu": 0.0, "pairs": 30}, "after": {"chrf": 13.5, "chrf_pp": 13.1, "bleu": 2.2, "pairs": 30}},
         "students": {
             "s1": {
-                "base": {"average": 0.50, "failed": [], "alghafa": 0.40, "aratrust": 0.60},
-                "sft": {"average": 0.55, "failed": [], "alghafa": 0.45, "aratrust": 0.65},
-                "merged": {"average": 0.56, "failed": ["exams"], "alghafa": 0.47, "aratrust": 0.65},
+                "base": {"average": 50.0, "alghafa": 40.0, "aratrust": 60.0, "chat_template": False},
+                "sft": {"average": 55.0, "alghafa": 45.0, "aratrust": 65.0, "chat_template": True},
+                "merged": {"average": 56.0, "alghafa": 47.25, "aratrust": 65.0, "chat_template": True},
+                "published": {
+                    "hala": {"model": "hammh0a/Hala-350M", "average": 41.9, "alghafa": 51.4, "aratrust": 52.1,
+                             "source": "the report", "average_verified": False},
+                },
             }
         },
     },
 }
-SUMMARY["artifacts"] = {"students": {"s1": {"merged": {"t": 0.5, "sweep": {"0.30": 0.55, "0.50": 0.56}}}}}
+SUMMARY["artifacts"] = {"students": {"s1": {"merged": {"t": 0.5, "sweep": {"0.30": 55.0, "0.50": 56.0}}}}}
 CURVES = {"train_translator": [(1, 5.0), (2, 3.0)], "train_student[s1]": [(1, 6.0), (2, 5.5)]}
 
 
@@ -32,10 +36,13 @@ def test_report_tables_deltas_and_plots(tmp_path):
     from hala.report import write_report
 
     report = write_report(SUMMARY, tmp_path / "report", curves=CURVES).read_text(encoding="utf-8")
-    assert "| alghafa | 0.4000 | 0.4500 | 0.4700 | +0.0700 |" in report
-    assert "| **average** | 0.5000 | 0.5500 | 0.5600 | +0.0600 |" in report
-    assert "Benchmarks that could not be evaluated: exams." in report
-    assert "Merge sweep (evaluation average per slerp t): t=0.30: 0.5500, t=0.50: 0.5600 (chosen)." in report
+    # The published figures of the matching Hala model sit beside the run's own.
+    assert "| task | base | SFT | merged | merged - base | hammh0a/Hala-350M (published) |" in report
+    assert "| AlGhafa | 40.0 | 45.0 | 47.2 | +7.2 | 51.4 |" in report
+    assert "| **average** | 50.0 | 55.0 | 56.0 | +6.0 | 41.9 |" in report
+    assert "Published figures: hammh0a/Hala-350M: the report (average not verified against the report)." in report
+    assert "Evaluated without a chat template (the tokenizer has none): base." in report
+    assert "Merge sweep (six-task average per slerp t): t=0.30: 55.0, t=0.50: 56.0 (chosen)." in report
     assert "| chrF | 2.50 | 13.50 |" in report
     assert "| parallel-pair filter | 180 | 165 | 15 (untranslated copy: 10, judge reject: 5) |" in report
     assert "corpus translation" not in report  # a stage with no rows is left out
@@ -51,6 +58,6 @@ def test_report_command_rebuilds_from_a_run_folder(tmp_path):
     report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     # The run's MLflow store is not there: the report is written all the same and says what is missing.
     assert "Loss curves unavailable: the run's MLflow store did not answer (MlflowException" in report
-    assert "| **average** | 0.5000 | 0.5500 | 0.5600 | +0.0600 |" in report
+    assert "| **average** | 50.0 | 55.0 | 56.0 | +6.0 | 41.9 |" in report
     missing = subprocess.run([sys.executable, "-m", "hala", "report", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert missing.returncode == 2 and "summary.json does not exist" in missing.stderr

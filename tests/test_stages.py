@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from hala.recipe import Evaluation, Merge, Training
+from hala.recipe import Merge, Training
 from hala.stages.merge_slerp import MergeCompatibilityError, merge_slerp, merge_sweep
 from hala.stages.quantize_teacher import compress_fp8
 from hala.stages.train_sft import train_sft
@@ -111,23 +111,6 @@ def test_merge_refuses_mismatched_models(tiny, tmp_path):
         merge_slerp(tiny("student-s"), str(other), Merge(), tmp_path / "y")
 
 
-def test_benchmarks_report_per_task_and_isolate_failures(tiny, monkeypatch, tmp_path):
-    from hala import benchmarks
-    from hala.stages.evaluate import evaluate_benchmarks
-
-    good = evaluate_benchmarks(tiny("student-s"), Evaluation(benchmarks=["exams", "aratrust"], source="fixtures"), "transformers")
-    assert good["failed"] == []
-    assert {k: v["n"] for k, v in good["benchmarks"].items()} == {"exams": 16, "aratrust": 16}
-    assert good["average"] == pytest.approx((good["benchmarks"]["exams"]["acc"] + good["benchmarks"]["aratrust"]["acc"]) / 2)
-
-    broken = benchmarks.SUITE["exams"].__class__(**{**benchmarks.SUITE["exams"].__dict__, "key": "missing_fixture"})
-    monkeypatch.setitem(benchmarks.SUITE, "exams", broken)
-    partly = evaluate_benchmarks(tiny("student-s"), Evaluation(benchmarks=["exams", "aratrust"], source="fixtures"), "transformers")
-    assert partly["failed"] == ["exams"]
-    assert "error" in partly["benchmarks"]["exams"]
-    assert partly["benchmarks"]["aratrust"]["n"] == 16
-
-
 def test_batched_generation_keeps_order_and_matches_one_at_a_time(tiny):
     from hala.engines import TransformersEngine
     from hala.recipe import Generation
@@ -148,14 +131,15 @@ def test_tiny_judge_verdicts_are_parsed_and_reject_untranslated_copies(tiny):
     from hala.stages.filter_parallel import _judge_shard
 
     rows = [r["translation"] for r in read_jsonl(Path(__file__).resolve().parents[1] / "hala/data/smoke/parallel_en_ar.jsonl")][:10]
-    judge = Judge(model="tiny:judge", dataset=DatasetRef(path="bundled:smoke/parallel_en_ar.jsonl"))
     shard = [{"source": r["en"], "target": t, "out": {"i": i}} for i, (r, t) in enumerate([(r, r["ar"]) for r in rows] + [(r, r["en"]) for r in rows])]
-    engine = load_engine(tiny("judge"), "transformers", judge.generation)
-    kept, rejected, tokens = _judge_shard(shard, judge, engine)
-    assert len(kept) + len(rejected) == 20 and tokens > 0
-    assert sum(r["i"] < 10 for r in kept) >= 8  # true pairs accepted
-    assert sum(r["reason"] == "judge: REJECT" and r["i"] >= 10 for r in rejected) >= 8  # copies rejected
-    assert all("judge_answer" in r for r in rejected)
+    engine = load_engine(tiny("judge"), "transformers", Judge.model_fields["generation"].default)
+    for decision, evidence in (("generate", "judge_answer"), ("probability", "judge_p_accept")):
+        judge = Judge(model="tiny:judge", dataset=DatasetRef(path="bundled:smoke/parallel_en_ar.jsonl"), decision=decision)
+        kept, rejected, tokens = _judge_shard(shard, judge, engine)
+        assert len(kept) + len(rejected) == 20 and (tokens > 0) is (decision == "generate")
+        assert sum(r["i"] < 10 for r in kept) >= 8  # true pairs accepted
+        assert sum(r["reason"] == "judge: REJECT" and r["i"] >= 10 for r in rejected) >= 8  # copies rejected
+        assert all(evidence in r for r in rejected)
 
 
 def test_sft_resumes_from_its_last_complete_checkpoint(tiny, tmp_path):
@@ -188,7 +172,7 @@ def test_compare_student_reports_the_best_merge_as_merged(monkeypatch, smoke_rec
     averages = {"base": 0.30, "sft": 0.40, "merged_t0.30": 0.42, "merged_t0.50": 0.45}
 
     def fake_compare(models, recipe):
-        results = {role: {"average": averages[role], "failed": [], "benchmarks": {"exams": {"acc": averages[role]}}} for role in models}
+        results = {role: {"average": averages[role], "tasks": {"exams": {"score": averages[role]}}} for role in models}
         metrics = {f"{role}_average": averages[role] for role in models}
         return {"results": results, "metrics": metrics, "benchmarks": ["EXAMS"]}
 

@@ -72,3 +72,22 @@ def test_stages_find_their_run_by_the_run_key_in_their_environment(smoke_recipe,
     monkeypatch.delenv("HALA_RUN_KEY")
     with pytest.raises(TrackingError, match="HALA_RUN_KEY is not set: pipeline pods get it from their workflows.argoproj.io/workflow label"):
         find_parent_run(uri, smoke_recipe)
+
+
+def test_a_student_version_carries_the_published_figures_beside_its_own(tmp_path):
+    from hala.paper import published_for
+    from hala.recipe import load_recipe
+    from hala.stages.register import register_models
+
+    recipe = load_recipe("hala-9b")
+    uri = local_tracking_uri(tmp_path)
+    parent = start_parent_run(recipe, uri)
+    (tmp_path / "m").mkdir()
+    published = {w: {"model": p.model, "average": p.average, **p.tasks} for w, p in published_for("QCRI/Fanar-1-9B-Instruct").items()}
+    model = {"uri": str(tmp_path / "m"), "metrics": {}}
+    student = {"name": "hala-9b", "uri": str(tmp_path / "m"), "merge": {"t": 0.5}, "metrics": {"average": 70.25, "aratrust": 90.0},
+               "published": published}  # fmt: skip
+    register_models(recipe, uri, parent, teacher=model, translator=model, students=[student], data_hashes={})
+    tags = mlflow.MlflowClient(uri, registry_uri=uri).get_model_version_by_alias("hala-hala-9b", "challenger").tags
+    assert (tags["hala.metric.average"], tags["hala.paper.model"], tags["hala.paper.average"]) == ("70.2500", "hammh0a/Hala-9B", "69.9")
+    assert (tags["hala.paper.aratrust"], tags["hala.paper.base.model"], tags["hala.paper.base.average"]) == ("89.6", "QCRI/Fanar-1-9B-Instruct", "69.2")

@@ -121,6 +121,18 @@ def test_every_turn_translated_roles_and_order_kept(tmp_path, monkeypatch, polic
     assert by_role[3] == "ع[Put `print(i)` inside the loop body.]"
 
 
+def test_a_kept_tool_turn_passes_untranslated(tmp_path, monkeypatch):
+    row = {"messages": [{"role": "user", "content": "What is the weather?"}, {"role": "tool", "content": '{"temp": 21}'},
+                        {"role": "assistant", "content": "It is warm."}]}  # fmt: skip
+    ds = _conversations(tmp_path, [row]).model_copy(update={"other_roles": "keep"})
+    _, kept, rejects = _run(tmp_path, monkeypatch, ds, FakeTranslator())
+    assert rejects == [] and kept[0]["messages"] == [
+        {"role": "user", "content": "ع[What is the weather؟]"},
+        {"role": "tool", "content": '{"temp": 21}'},
+        {"role": "assistant", "content": "ع[It is warm.]"},
+    ]
+
+
 def test_bad_rows_and_unfaithful_translations_are_rejects_and_counts_add_up(tmp_path, monkeypatch):
     path = tmp_path / "mixed.jsonl"
     good = json.dumps({"instruction": "Name a colour.", "response": "Blue is a colour."})

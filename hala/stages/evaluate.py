@@ -1,13 +1,16 @@
-"""Stage 8: lm-eval on the Arabic benchmark suite, and chrF++/BLEU for the translator.
+"""Stage 8: lm-eval on the OALL v2 suite (hala.benchmarks), and chrF++/BLEU for the translator.
 
-A benchmark whose data cannot be read fails alone, with its reason, while the others report.
+Every task the recipe names must be scored for every model: unreadable data fails the stage
+before any model is loaded, naming each task and subset that is missing, so an average is
+never taken over fewer tasks than asked for.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
-from hala.benchmarks import SUITE, lm_eval_task
+from hala.benchmarks import TASKS, BadRow, Task, dataset_args, fixture_subsets, lm_eval_config, parse_selection
 from hala.corpora import read_pairs
 from hala.engines import load_engine, pick_backend
 from hala.metrics import translation_scores
@@ -15,6 +18,10 @@ from hala.recipe import Evaluation, Recipe
 from hala.translation import translate_texts
 
 log = logging.getLogger(__name__)
+
+
+class EvaluationError(RuntimeError):
+    """A benchmark task that cannot be scored; the message names it."""
 
 
 def _lm_eval_model(model_path: str, backend: str, batch_size: int):
@@ -29,41 +36,122 @@ def _lm_eval_model(model_path: str, backend: str, batch_size: int):
     return HFLM(pretrained=model_path, batch_size=batch_size, device=device, dtype="float32" if device == "cpu" else "auto")
 
 
-def evaluate_benchmarks(model_path: str, evaluation: Evaluation, engine: str = "auto") -> dict:
-    """Accuracy per benchmark (and their mean) for one model; failed benchmarks carry an error."""
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+def selected_subsets(evaluation: Evaluation) -> dict[str, tuple[str, ...]]:
+    """The subsets scored per task: the recipe's choice, and with fixtures only those the smoke world holds."""
+    chosen = parse_selection(evaluation.benchmarks)
+    if evaluation.source == "hub":
+        return chosen
+    out, missing = {}, []
+    for key, subsets in chosen.items():
+        held = [s for s in subsets if s in fixture_subsets(TASKS[key])]
+        if held:
+            out[key] = tuple(held)
+        else:
+            missing.append(f"{key} (no fixture folder under {TASKS[key].fixture_dir})")
+    if missing:
+        raise EvaluationError(f"benchmark tasks without data: {'; '.join(missing)}")
+    return out
 
-    lm = _lm_eval_model(model_path, pick_backend(engine), evaluation.batch_size)
-    manager = TaskManager()
-    results: dict[str, dict] = {}
-    for key in evaluation.benchmarks:
-        task = lm_eval_task(key, evaluation.source, evaluation.num_fewshot)
+
+def scan_subset(task: Task, subset: str, source: str) -> dict:
+    """Read one subset as lm-eval will, and count its rows and the rows that cannot be scored."""
+    from datasets import load_dataset
+
+    rows = load_dataset(**dataset_args(task, subset, source), split=task.split)
+    bad: list[str] = []
+    for row in rows:
         try:
-            out = simple_evaluate(
-                model=lm,
-                tasks=[task],
-                task_manager=manager,
-                limit=evaluation.limit,
-                num_fewshot=evaluation.num_fewshot,
-                log_samples=False,
-                bootstrap_iters=0,
-            )
-            scores = out["results"][task["task"]]
-            results[key] = {
-                "acc": float(scores["acc,none"]),
-                "acc_norm": float(scores["acc_norm,none"]),
-                "n": int(out["n-samples"][task["task"]]["effective"]),
-            }
-        except Exception as err:  # one unreadable benchmark must not hide the others' results
-            log.error("benchmark %s failed: %s", key, err)
-            results[key] = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
-    ok = [r["acc"] for r in results.values() if "acc" in r]
+            task.to_doc(row)
+        except BadRow as err:
+            bad.append(str(err))
+    if bad:
+        log.warning("%s/%s: %d of %d rows cannot be scored (first: %s)", task.key, subset, len(bad), len(rows), bad[0])
+    return {"rows": len(rows), "bad_rows": len(bad), **({"first_bad_row": bad[0]} if bad else {})}
+
+
+def check_benchmark_data(evaluation: Evaluation) -> dict[str, dict[str, dict]]:
+    """Every selected subset's row counts; raises naming every task and subset that cannot be read."""
+    counts: dict[str, dict[str, dict]] = {}
+    missing = []
+    for key, subsets in selected_subsets(evaluation).items():
+        for subset in subsets:
+            try:
+                counts.setdefault(key, {})[subset] = scan_subset(TASKS[key], subset, evaluation.source)
+            except Exception as err:  # noqa: BLE001 - every unreadable subset is named, then the stage fails
+                missing.append(f"{key}:{subset} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+    if missing:
+        raise EvaluationError(f"{len(missing)} benchmark subset(s) cannot be read: {'; '.join(missing)}")
+    for key, subsets in counts.items():
+        if all(c["rows"] == c["bad_rows"] for c in subsets.values()):
+            raise EvaluationError(f"benchmark task {key} has no row that can be scored")
+    return counts
+
+
+def _items(samples: list[dict]) -> list[dict]:
+    """Per scored item: the prompt, each choice's log-likelihood, the choice acc_norm picks and the gold."""
+    items = []
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        doc = sample["doc"]
+        logprobs = [float(r[0]) for r in sample["filtered_resps"]]
+        normalised = [lp / len(c) for lp, c in zip(logprobs, doc["hala_choices"], strict=True)]
+        chosen = max(range(len(normalised)), key=normalised.__getitem__)
+        items.append({"prompt": sample["arguments"][0][0], "choices": doc["hala_choices"], "logprobs": logprobs,
+                      "chosen": chosen, "gold": doc["hala_gold"]})  # fmt: skip
+    return items
+
+
+def evaluate_benchmarks(
+    model_path: str, evaluation: Evaluation, engine: str = "auto", counts: dict | None = None, items: bool = False
+) -> dict:
+    """acc_norm (0-100) per subset, per task (the unweighted mean of its subsets) and their average, for one model.
+
+    ``items`` adds every item's prompt, log-likelihoods and chosen answer (for checks against a reference).
+    """
+    from lm_eval import simple_evaluate
+
+    counts = counts if counts is not None else check_benchmark_data(evaluation)
+    lm = _lm_eval_model(model_path, pick_backend(engine), evaluation.batch_size)
+    # lighteval's rule: a tokenizer with a chat template is prompted through it.
+    chat = getattr(lm.tokenizer, "chat_template", None) is not None
+    configs = {
+        (key, subset): lm_eval_config(TASKS[key], subset, source=evaluation.source, chat=chat)
+        for key, subsets in counts.items()
+        for subset in subsets
+    }
+    started = time.monotonic()
+    out = simple_evaluate(
+        model=lm,
+        tasks=list(configs.values()),
+        limit=evaluation.limit,
+        apply_chat_template=chat,
+        log_samples=items,
+        bootstrap_iters=0,
+    )
+    seconds = time.monotonic() - started
+    tasks: dict[str, dict] = {}
+    for (key, subset), config in configs.items():
+        scores = out["results"].get(config["task"])
+        if scores is None:
+            raise EvaluationError(f"{key}:{subset} was not scored for {model_path}")
+        subset_result = {
+            "acc_norm": 100 * float(scores["acc_norm,none"]),
+            "acc": 100 * float(scores["acc,none"]),
+            "n": int(out["n-samples"][config["task"]]["effective"]),
+            **counts[key][subset],
+        }
+        if items:
+            subset_result["items"] = _items(out["samples"][config["task"]])
+        tasks.setdefault(key, {"subsets": {}})["subsets"][subset] = subset_result
+    for result in tasks.values():
+        result["score"] = sum(s["acc_norm"] for s in result["subsets"].values()) / len(result["subsets"])
+    items = sum(s["n"] for r in tasks.values() for s in r["subsets"].values())
     return {
         "model": model_path,
-        "benchmarks": results,
-        "average": sum(ok) / len(ok) if ok else None,
-        "failed": sorted(k for k, r in results.items() if "error" in r),
+        "chat_template": chat,
+        "tasks": tasks,
+        "average": sum(r["score"] for r in tasks.values()) / len(tasks),
+        "items": items,
+        "seconds": round(seconds, 2),
     }
 
 
@@ -85,23 +173,16 @@ def evaluate_translation(model_path: str, recipe: Recipe, chat_template: str | N
 
 def compare_models(models: dict[str, str], recipe: Recipe) -> dict:
     """Evaluate each named model (e.g. base, sft, merged) on the suite; flat metrics for MLflow included."""
-    results = {role: evaluate_benchmarks(path, recipe.evaluation, recipe.engine) for role, path in models.items()}
-    # Averages compare models only over the benchmarks every one of them completed.
-    common = [k for k in recipe.evaluation.benchmarks if all("acc" in r["benchmarks"][k] for r in results.values())]
-    if not common:
-        errors = {role: r["failed"] for role, r in results.items()}
-        raise RuntimeError(f"no benchmark could be scored for every model; failed: {errors}")
-    for res in results.values():
-        res["average"] = sum(res["benchmarks"][k]["acc"] for k in common) / len(common)
-        res["average_over"] = common
+    counts = check_benchmark_data(recipe.evaluation)
+    results = {role: evaluate_benchmarks(path, recipe.evaluation, recipe.engine, counts) for role, path in models.items()}
     metrics: dict[str, float] = {}
     for role, res in results.items():
-        for key, scores in res["benchmarks"].items():
-            if "acc" in scores:
-                metrics[f"{role}_{key}_acc"] = scores["acc"]
-        if res["average"] is not None:
-            metrics[f"{role}_average"] = res["average"]
-    return {"results": results, "metrics": metrics, "benchmarks": [SUITE[k].title for k in recipe.evaluation.benchmarks]}
+        for key, task in res["tasks"].items():
+            metrics[f"{role}_{key}"] = task["score"]
+        metrics[f"{role}_average"] = res["average"]
+    bad_rows = sum(c["bad_rows"] for subsets in counts.values() for c in subsets.values())
+    metrics["benchmark_bad_rows"] = float(bad_rows)
+    return {"results": results, "metrics": metrics, "benchmarks": [TASKS[k].title for k in counts], "data": counts}
 
 
 def choose_merge(averages: dict[float, float]) -> float:

@@ -8,7 +8,8 @@ Three steps, so that the expensive one can fan out:
    n-th shard (one GPU pod each on a cluster). A crash costs at most the shard in flight.
 3. :func:`collect_pairs` joins the parts: every candidate ends in exactly one of
    ``pairs.jsonl`` (kept) or ``rejects.jsonl`` with its reason (a bad row's, a heuristic's,
-   "judge: REJECT" or "judge: unparseable answer"), and the counts must add up.
+   "judge: REJECT", with P(ACCEPT) when the judge decides by probabilities, or "judge: unparseable
+   answer" when it generates), and the counts must add up.
 
 :func:`filter_corpus` runs the three in one process: ``hala filter`` and the tests use it.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -130,12 +132,31 @@ def screen_pairs(dataset: DatasetRef, filters: Filters, languages: Languages, ou
     return metrics
 
 
+VERDICTS = ("ACCEPT", "REJECT")
+
+
+def p_accept(logprobs: list[float]) -> float:
+    """P(ACCEPT) of the two answers alone: the softmax of their log-probabilities."""
+    accept, reject = logprobs
+    return 1.0 / (1.0 + math.exp(reject - accept))
+
+
 def _judge_shard(rows: list[dict], judge: Judge, engine: GenerationEngine) -> tuple[list[dict], list[dict], int]:
     conversations = [
         [{"role": "user", "content": judge.prompt.format(source=r["source"], target=r["target"])}] for r in rows
     ]
-    completions = engine.complete(conversations, judge.generation, desc="judging pairs")
     kept, rejected = [], []
+    if judge.decision == "probability":
+        # The model's own odds of the two answers: nothing to parse, so a model that would answer in a sentence decides too.
+        scores = engine.choice_logprobs(conversations, VERDICTS, desc="judging pairs")
+        for row, logprobs in zip(rows, scores, strict=True):
+            p = p_accept(logprobs)
+            if p >= judge.threshold:
+                kept.append(row["out"])
+            else:
+                rejected.append({**row["out"], "reason": "judge: REJECT", "judge_p_accept": round(p, 6)})
+        return kept, rejected, 0
+    completions = engine.complete(conversations, judge.generation, desc="judging pairs")
     for row, completion in zip(rows, completions, strict=True):
         verdict = parse_verdict(completion.text)
         if verdict == "ACCEPT":
@@ -162,7 +183,8 @@ def judge_pairs(
     if judge is not None:
         judge_path = resolve_model(judge.model)
         generation = judge.generation.model_dump(exclude={"batch_size", "tensor_parallel_size"})
-        job = fingerprint(kind="judge", model=model_fingerprint(judge_path), prompt=judge.prompt, generation=generation)
+        decision = {"decision": judge.decision} | ({"threshold": judge.threshold} if judge.decision == "probability" else {})
+        job = fingerprint(kind="judge", model=model_fingerprint(judge_path), prompt=judge.prompt, generation=generation, **decision)
     else:
         job = fingerprint(kind="heuristics only")
     store = ShardStore(Path(shards.cache) if shards.cache else out_dir / "shards")

@@ -38,6 +38,10 @@ def register_models(
     for student in students:
         merge = student["merge"]
         extra = {"hala.student": student["name"], "hala.merge": json.dumps({k: merge[k] for k in ("base", "other", "t", "sweep") if k in merge})}
+        # The published OALL v2 figures of the matching Hala model and of the base, to read beside hala.metric.*.
+        for which, row in student.get("published", {}).items():
+            prefix = "hala.paper" if which == "hala" else "hala.paper.base"
+            extra.update({f"{prefix}.{k}": (f"{v:.1f}" if isinstance(v, float) else str(v)) for k, v in row.items()})
         entries.append((student["name"], student, extra))
     registered = {}
     for role, model, extra in entries:
