@@ -74,3 +74,10 @@ def test_the_judges_two_ways_agree_and_one_token_choices_take_one_pass(tiny):
     # A choice of several tokens takes a pass per choice; the one-token choices score the same either way.
     several = engine.choice_logprobs(conversations, [*VERDICTS, "ACCEPT REJECT"])
     assert [x for s in several for x in s[:2]] == pytest.approx([x for s in single for x in s], abs=1e-4)
+
+
+def test_p_accept_is_the_two_answer_softmax_even_far_apart():
+    from hala.stages.filter_parallel import p_accept
+
+    assert p_accept([-1.0, -1.0]) == pytest.approx(0.5)
+    assert p_accept([0.0, -2000.0]) == pytest.approx(1.0) and p_accept([-2000.0, 0.0]) == pytest.approx(0.0)

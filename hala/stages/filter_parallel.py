@@ -138,7 +138,9 @@ VERDICTS = ("ACCEPT", "REJECT")
 def p_accept(logprobs: list[float]) -> float:
     """P(ACCEPT) of the two answers alone: the softmax of their log-probabilities."""
     accept, reject = logprobs
-    return 1.0 / (1.0 + math.exp(reject - accept))
+    # (written so that neither exp can overflow, however far apart the two are)
+    gap = reject - accept
+    return 1.0 / (1.0 + math.exp(gap)) if gap <= 0 else math.exp(-gap) / (1.0 + math.exp(-gap))
 
 
 def _judge_shard(rows: list[dict], judge: Judge, engine: GenerationEngine) -> tuple[list[dict], list[dict], int]:
