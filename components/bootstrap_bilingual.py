@@ -11,14 +11,14 @@ def bootstrap_bilingual(
     worker: int,
     part: dsl.Output[dsl.Dataset],
 ):
-    """Stage 2 (one worker): the FP8 teacher translates this worker's shards of the English conversations."""
+    """Stage 2 (one worker, or with worker -1 the canary shard the workers wait for): the FP8 teacher translates this worker's shards of the English conversations."""
     from pathlib import Path
 
     from hala.storage import artifact_path
     from hala.stages.bootstrap_bilingual import bootstrap_bilingual as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, f"bootstrap_bilingual[{worker}]", "bootstrap") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, f"bootstrap_bilingual[{worker if worker >= 0 else 'canary'}]", "bootstrap") as recipe:
         metrics = run(recipe, str(artifact_path(fp8_teacher.uri, fp8_teacher.path)), Path(part.path), worker=worker)
         log_stage_metrics(metrics)
     part.metadata.update({**metrics, "worker": worker})

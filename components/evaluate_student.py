@@ -26,7 +26,8 @@ def evaluate_student(
 
     with pipeline_stage(recipe_json, tracking_uri, f"evaluate_student[{student}]", "evaluation") as recipe:
         merges = {float(t): str(Path(merged.path) / folder) for folder, t in merged.metadata["candidates"].items()}
-        base = resolve_model(student_by_name(recipe, student).base)
+        chosen = student_by_name(recipe, student)
+        base = resolve_model(chosen.base, chosen.revision)
         table = compare_student(base, str(artifact_path(checkpoint.uri, checkpoint.path)), merges, recipe)
         log_stage_metrics(table["metrics"])
         mlflow.log_dict(table, "benchmark_results.json")

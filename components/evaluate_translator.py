@@ -21,7 +21,7 @@ def evaluate_translator(
     from hala.tracking import log_stage_metrics, pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, "evaluate_translator", "translator") as recipe:
-        before = evaluate_translation(resolve_model(recipe.translator.base), recipe, recipe.translator.chat_template)
+        before = evaluate_translation(resolve_model(recipe.translator.base, recipe.translator.revision), recipe, recipe.translator.chat_template)
         after = evaluate_translation(str(artifact_path(translator.uri, translator.path)), recipe)
         scores = {f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()}
         log_stage_metrics(scores)

@@ -27,13 +27,13 @@ def judge_pairs(
     worker: int,
     part: dsl.Output[dsl.Dataset],
 ):
-    """Stage 3 (judge, one worker): an LLM judges this worker's shards of the surviving pairs."""
+    """Stage 3 (judge, one worker, or with worker -1 the canary shard the workers wait for): an LLM judges this worker's shards of the surviving pairs."""
     from pathlib import Path
 
     from hala.stages.filter_parallel import judge_pairs as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, f"judge_pairs[{worker}]", "judge") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, f"judge_pairs[{worker if worker >= 0 else 'canary'}]", "judge") as recipe:
         section = recipe.judge
         metrics = run(
             Path(screened.path), section, recipe.engine, Path(part.path), section.shards, worker=worker, workers=section.shards.workers

@@ -17,13 +17,14 @@ def merge_student(
     import mlflow
 
     from hala.storage import artifact_path
-    from hala.models import local_model_dir
+    from hala.models import resolve_model
     from hala.stages.merge_slerp import merge_sweep
     from hala.stages.train_student import student_by_name
     from hala.tracking import pipeline_stage
 
     with pipeline_stage(recipe_json, tracking_uri, f"merge_student[{student}]", "merge") as recipe:
-        base = local_model_dir(student_by_name(recipe, student).base)
+        chosen = student_by_name(recipe, student)
+        base = resolve_model(chosen.base, chosen.revision)
         merges = merge_sweep(base, str(artifact_path(checkpoint.uri, checkpoint.path)), recipe.merge, Path(merged.path))
         for m in merges:
             mlflow.log_dict(m["config"], f"mergekit_config_{m['folder']}.json")

@@ -11,14 +11,14 @@ def translate_corpus(
     worker: int,
     part: dsl.Output[dsl.Dataset],
 ):
-    """Stage 5 (one worker): translate this worker's shards of the English instruction sets."""
+    """Stage 5 (one worker, or with worker -1 the canary shard the workers wait for): translate this worker's shards of the English instruction sets."""
     from pathlib import Path
 
     from hala.storage import artifact_path
     from hala.stages.translate_corpus import translate_corpus as run
     from hala.tracking import log_stage_metrics, pipeline_stage
 
-    with pipeline_stage(recipe_json, tracking_uri, f"translate_corpus[{worker}]", "corpus") as recipe:
+    with pipeline_stage(recipe_json, tracking_uri, f"translate_corpus[{worker if worker >= 0 else 'canary'}]", "corpus") as recipe:
         metrics = run(recipe, str(artifact_path(translator.uri, translator.path)), Path(part.path), worker=worker)
         log_stage_metrics(metrics)
     part.metadata.update({**metrics, "worker": worker})

@@ -220,6 +220,9 @@ def translate(
     shard_size: int = typer.Option(256, help="conversations per shard: the unit of resume after a crash"),
     system_prompt: str = typer.Option("translate", help="system turns: translate, keep (as they are) or drop"),
     engine: str = typer.Option("auto", help="generation backend: auto, transformers or vllm"),
+    min_keep_rate: float = typer.Option(
+        0.5, help="stop when under this share of conversations is translated whole (first shard, then running); 0: never"
+    ),
 ) -> None:
     """Translate every turn of a conversation dataset, as the pipeline's corpus stage does."""
     from pydantic import ValidationError
@@ -240,6 +243,7 @@ def translate(
             generation=Generation(max_new_tokens=max_new_tokens, batch_size=batch_size),
             shards=Sharding(size=shard_size),
             system_prompt=system_prompt,
+            min_keep_rate=min_keep_rate,
         )
         dataset = _input_dataset(input)
         model_path = resolve_model(model)

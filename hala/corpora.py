@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
+import random
 import re
 import uuid
 from collections.abc import Iterable, Iterator
@@ -38,6 +40,7 @@ KNOWN_COLUMNS = (
     {"user": "problem", "assistant": "matched_solution"},  # EricLu/SCP-116K
     {"user": "prompt", "assistant": "chosen"},  # Dahoas/synthetic-instruct-gptj-pairwise
 )
+log = logging.getLogger(__name__)
 RAW_KEPT_CHARS = 2000  # how much of a bad row its reject keeps (a megabyte row is cut)
 PROBE_ROWS = 100  # rows looked at before work starts to tell a bad file from a few bad rows
 
@@ -155,11 +158,17 @@ def _has_lone_surrogate(row: dict) -> bool:
 
 
 def _raw_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
+    from hala import sources
+
     path = local_path(ds.path)
     if classify_ref(ds.path) == "s3":
         from hala.storage import fetch_file
 
+        version = sources.s3_version(ds.path, ds.revision, folder=False)
         path = fetch_file(ds.path)
+        sources.record(ds.path, version)
+    elif path is not None and path.is_file():
+        sources.record(ds.path, lambda: sources.local_version(path))
     if path is not None:
         if not path.is_file():
             raise DataError(f"dataset {ds.path}: file {path} does not exist")
@@ -179,13 +188,36 @@ def _raw_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
         return
     from datasets import load_dataset
 
-    yield from enumerate(load_dataset(ds.path, ds.subset, split=ds.split, streaming=True), 1)
+    # Read at the commit resolved now, so the recorded version is the one read even if the branch moves meanwhile.
+    commit = sources.hub_commit(ds.path, "dataset", ds.revision)
+    sources.record(ds.path, commit)
+    yield from enumerate(load_dataset(ds.path, ds.subset, split=ds.split, streaming=True, revision=commit), 1)
 
 
 def read_rows(ds: DatasetRef) -> Iterator[tuple[int, dict] | BadRow]:
-    """The rows of a dataset as (row number, row) or BadRow, honouring ``skip`` and ``limit``, streamed."""
-    stop = None if ds.limit is None else ds.skip + ds.limit
-    yield from itertools.islice(_raw_rows(ds), ds.skip, stop)
+    """The rows of a dataset as (row number, row) or BadRow, honouring ``skip``, ``limit`` and ``sample``, streamed."""
+    if ds.sample is None:
+        stop = None if ds.limit is None else ds.skip + ds.limit
+        yield from itertools.islice(_raw_rows(ds), ds.skip, stop)
+        return
+    yield from _spread(ds, itertools.islice(_raw_rows(ds), ds.skip, None))
+
+
+def _spread(ds: DatasetRef, rows: Iterator) -> Iterator:
+    """Exactly ``limit`` of the first ``sample.of`` rows, each as likely, in their order (selection sampling,
+    Knuth's Algorithm S): one pass, no memory, the same rows for the same seed on every machine."""
+    wanted, total = ds.limit, ds.sample.of
+    draw = random.Random(ds.sample.seed).random
+    taken = seen = 0
+    for item in rows:
+        if taken == wanted:
+            return
+        if (total - seen) * draw() < wanted - taken:
+            taken += 1
+            yield item
+        seen += 1
+    # The split is shorter than sample.of says (preflight checks it where it can): the tail was over-sampled.
+    log.warning("dataset %s: sample.of is %d but it holds %d rows after skip; took %d of %d rows", ds.path, total, seen, taken, wanted)
 
 
 def detect_layout(row: dict) -> str:
@@ -383,6 +415,18 @@ def estimate_rows(ds: DatasetRef) -> int | None:
             total = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 24), b""))
     total = max(0, total - ds.skip)
     return total if ds.limit is None else min(total, ds.limit)
+
+
+def count_rows(ds: DatasetRef) -> int | None:
+    """Rows in the dataset's split after ``skip`` (before limit and sample): a local file's lines or
+    Parquet rows, a hub split's size from the hub's own metadata; None when unknown."""
+    if classify_ref(ds.path) == "hub":
+        from hala.sources import hub_split_rows
+
+        total = hub_split_rows(ds.path, ds.subset, ds.split, ds.revision)
+    else:
+        total = estimate_rows(ds.model_copy(update={"limit": None, "sample": None}))
+    return None if total is None else max(0, total - (ds.skip if classify_ref(ds.path) == "hub" else 0))
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:

@@ -48,11 +48,12 @@ def run_sft(
     metric_prefix: str = "",
     checkpoint_uri: str | None = None,
     trainjob: TrainJobTarget | None = None,
+    base_revision: str | None = None,
 ) -> dict[str, float]:
     """Train as the recipe's strategy says and return the metrics of ``train_sft``.
 
     With ``training.nodes`` > 1 the job runs on a Kubeflow TrainJob described by ``trainjob``;
-    ``base_model`` is then a reference each node resolves (a hub id or an s3:// URI).
+    ``base_model`` is then a reference each node resolves (a hub id or an s3:// URI) at ``base_revision``.
     """
     # Only a process that imported mlflow can have a run open; training images may lack mlflow.
     mlflow = sys.modules.get("mlflow")
@@ -63,7 +64,7 @@ def run_sft(
         return train_on_trainjob(
             base_model, conversations, training, out_dir, trainjob,
             chat_template=chat_template, metric_prefix=metric_prefix, checkpoint_uri=checkpoint_uri,
-            mlflow_run_id=run.info.run_id if run else None,
+            mlflow_run_id=run.info.run_id if run else None, base_revision=base_revision,
         )  # fmt: skip
     if training.strategy == "single":
         return train_sft(

@@ -3,8 +3,10 @@
 ``preflight`` (before ``hala run``) checks that every local file and model the recipe names
 exists. ``check_run`` (the pipeline's first task, and ``hala preflight``) checks everything a
 run needs where it runs: the bucket is writable, MLflow answers, the Secrets the recipe names
-reached the pod (their keys are set; values are never shown), and every model and dataset can
-be reached. It lists every problem, not only the first.
+reached the pod (their keys are set; values are never shown), every model and dataset can be
+read at its pinned revision with the token the pod has (a gated, missing or unpinnable source is
+named), and every dataset's first rows read with its recipe entry. It lists every problem, not
+only the first.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from hala.corpora import check_readable
+from hala import sources
+from hala.corpora import DataError, check_readable
 from hala.models import check_model_ref
 from hala.recipe import DatasetRef, Recipe, classify_ref
 
@@ -36,14 +39,16 @@ def recipe_datasets(recipe: Recipe) -> list[tuple[str, DatasetRef]]:
     return out
 
 
-def recipe_models(recipe: Recipe) -> list[tuple[str, str]]:
+def recipe_models(recipe: Recipe, with_revisions: bool = False) -> list[tuple]:
+    """(recipe key, reference) of every model the run reads, or (key, reference, pinned revision)."""
     reuse = recipe.reuse
-    out = [] if reuse.fp8_teacher else [("teacher.model", recipe.teacher.model)]
-    out += [] if reuse.pairs else [("judge.model", recipe.judge.model)]
+    t, j, tr = recipe.teacher, recipe.judge, recipe.translator
+    out = [] if reuse.fp8_teacher else [("teacher.model", t.model, t.revision)]
+    out += [] if reuse.pairs else [("judge.model", j.model, j.revision)]
     # The translator's base is evaluated ("before") even when the translator itself is reused.
-    out += [("translator.base", recipe.translator.base)]
-    out += [(f"students.models[{i}].base", s.base) for i, s in enumerate(recipe.students.models)]
-    return out
+    out += [("translator.base", tr.base, tr.revision)]
+    out += [(f"students.models[{i}].base", s.base, s.revision) for i, s in enumerate(recipe.students.models)]
+    return out if with_revisions else [(key, ref) for key, ref, _ in out]
 
 
 def reused_outputs(recipe: Recipe) -> list[tuple[str, str]]:
@@ -86,34 +91,53 @@ def is_offline(recipe: Recipe) -> bool:
     return recipe.evaluation.source == "fixtures" and all(classify_ref(r) in ("tiny", "bundled", "local") for r in refs)
 
 
-def _check_model(ref: str) -> None:
+def _check_model(ref: str, revision: str | None) -> str | None:
+    """Can the pod read the model at the pinned version? Returns the version it would read."""
     kind = classify_ref(ref)
     if kind == "hub":
-        from huggingface_hub import HfApi
-
-        HfApi().model_info(ref)
-    elif kind == "s3":
+        return sources.hub_commit(ref, "model", revision)
+    if kind == "s3":
         from hala.storage import ObjectStore
 
+        version = sources.s3_version(ref, revision, folder=True)
         if not any(name == "config.json" for name, _ in ObjectStore.from_env().list(ref)):
             raise FileNotFoundError("no config.json under this prefix")
-    elif kind == "local":
+        return version
+    if kind == "local":
         check_model_ref(ref)
+    return None
 
 
-def _check_dataset(ds: DatasetRef) -> None:
+PROBE = 20  # rows read from each dataset before the run: enough to show the recipe entry reads it
+
+
+def _check_dataset(ds: DatasetRef, holds: str, languages) -> str | None:
+    """Can the pod read the dataset at the pinned version, with its recipe entry? Returns the version it would read.
+
+    The first rows go through the stage's own reader: a wrong layout, field name or split fails
+    here, naming the dataset and its first problem, not hours later in the stage.
+    """
+    from hala.corpora import BadRow, count_rows, iter_conversations, iter_pairs
+
     kind = classify_ref(ds.path)
+    version = None
     if kind == "hub":
-        from huggingface_hub import HfApi
-
-        HfApi().dataset_info(ds.path)
+        version = sources.hub_commit(ds.path, "dataset", ds.revision)
+        ds = ds.model_copy(update={"revision": version})
     elif kind == "s3":
-        from hala.storage import ObjectStore
-
-        if ObjectStore.from_env().stat(ds.path) is None:
-            raise FileNotFoundError("no such object")
+        version = sources.s3_version(ds.path, ds.revision, folder=False)
     else:
         check_readable(ds)
+    if ds.sample is not None:
+        rows = count_rows(ds)
+        if rows is not None and rows < ds.sample.of:
+            raise DataError(f"sample.of is {ds.sample.of} but the split holds {rows} rows after skip; give sample.of: {rows}")
+    head = ds.model_copy(update={"sample": None, "limit": min(PROBE, ds.limit or PROBE)})
+    reader = iter_pairs(head, languages.source, languages.target) if holds == "pairs" else iter_conversations(head)
+    usable = [r for r in reader if not isinstance(r, BadRow)]  # a file with no usable row at its start raises here
+    if not usable:
+        raise DataError(f"dataset {ds.path}: no usable row in its first {head.limit} rows")
+    return version
 
 
 def _benchmark_checks(recipe: Recipe) -> list[tuple[str, Callable[[], None]]]:
@@ -176,10 +200,11 @@ def check_run(recipe: Recipe, tracking_uri: str | None) -> list[str]:
         checks.append((f"storage {recipe.storage.uri} writable", lambda: ObjectStore.from_env().check_writable(recipe.storage.uri)))
     if tracking_uri:
         checks.append((f"MLflow at {tracking_uri}", lambda: _check_tracking(tracking_uri)))
-    for where, ref in recipe_models(recipe):
-        checks.append((f"{where}: model {ref}", lambda ref=ref: _check_model(ref)))
+    for where, ref, revision in recipe_models(recipe, with_revisions=True):
+        checks.append((f"{where}: model {ref}", lambda ref=ref, revision=revision: _check_model(ref, revision)))
     for where, ds in recipe_datasets(recipe):
-        checks.append((f"{where}: dataset {ds.path}", lambda ds=ds: _check_dataset(ds)))
+        holds = "conversations" if where.startswith(("bootstrap.", "corpus.")) else "pairs"
+        checks.append((f"{where}: dataset {ds.path}", lambda ds=ds, holds=holds: _check_dataset(ds, holds, recipe.languages)))
     for where, uri in reused_outputs(recipe):
         checks.append((f"{where}: {uri}", lambda uri=uri: _check_reused(uri)))
     for where, check in _benchmark_checks(recipe):
@@ -187,8 +212,8 @@ def check_run(recipe: Recipe, tracking_uri: str | None) -> list[str]:
     passed, failed = [], []
     for name, check in checks:
         try:
-            check()
-            passed.append(name)
+            version = check()
+            passed.append(f"{name} at {version}" if isinstance(version, str) else name)
         except Exception as err:  # noqa: BLE001 - every failure becomes a line of the report
             failed.append(f"{name}: {_problem(err)}")
     for line in passed:

@@ -75,6 +75,42 @@ _CHAT_TEMPLATE_HELP = (
 )
 
 
+_REVISION_HELP = (
+    "version to read: a hub branch, tag or commit sha, or an s3:// object's ETag (the run stops if the object "
+    "changed); default: the newest. The run records the commit or ETag it read either way"
+)
+
+
+def _check_revision(ref: str, revision: str | None) -> None:
+    if revision is not None and classify_ref(ref) not in ("hub", "s3"):
+        raise ValueError(f"revision pins hub and s3:// sources; {ref!r} is {classify_ref(ref)}")
+
+
+_MODEL_REVISION_HELP = (
+    "version of the model: a hub branch, tag or commit sha, or the digest hala recorded for an s3:// folder "
+    "(the run stops if it changed); default: the newest. The run records the commit or digest it read either way"
+)
+_KEEP_RATE_HELP = (
+    "the stage stops when under this share of its rows survive: checked on its first (canary) shard before any "
+    "fan-out, then on each worker's running count; 0 never stops. Default {default}; it counts {what}"
+)
+
+
+def _pinned(section, field: str):
+    try:
+        _check_revision(getattr(section, field), section.revision)
+    except ValueError as err:
+        raise ValueError(f"revision: {err}") from None
+    return section
+
+
+class Sample(Section):
+    """A deterministic spread sample: ``limit`` rows of the first ``of``, drawn with ``seed``."""
+
+    of: int = Field(gt=0, description="rows to draw from (after skip): the split's size, as its dataset card gives it")
+    seed: int = 0
+
+
 class DatasetRef(Section):
     """A dataset: a file, a hub id or bundled data, optionally a window of its rows."""
 
@@ -96,8 +132,24 @@ class DatasetRef(Section):
         description="a turn whose role is not system/user/assistant (tool, function, ...): reject its row, drop the turn, "
         "or keep it untranslated",
     )
+    revision: str | None = Field(None, min_length=1, description=_REVISION_HELP)
+    sample: Sample | None = Field(
+        None,
+        description="read `limit` rows spread evenly at random (seeded) over the first `sample.of` rows, not the first "
+        "`limit` rows",
+    )
 
     _ref = field_validator("path")(_check_ref)
+
+    @model_validator(mode="after")
+    def _revision_and_sample(self) -> DatasetRef:
+        _check_revision(self.path, self.revision)
+        if self.sample is not None:
+            if self.limit is None:
+                raise ValueError("sample needs limit: the number of rows to take")
+            if self.limit > self.sample.of:
+                raise ValueError(f"limit {self.limit} is more than the sample's {self.sample.of} rows")
+        return self
 
     def check_conversational(self, where: str) -> None:
         if self.layout == "opus":
@@ -171,6 +223,7 @@ class Teacher(Section):
     """Stage 1: the translation teacher and its FP8 compression."""
 
     model: str
+    revision: str | None = Field(None, min_length=1, description=_MODEL_REVISION_HELP)
     scheme: Literal["FP8_DYNAMIC"] = "FP8_DYNAMIC"
     ignore: list[str] = Field(default_factory=lambda: ["lm_head"])
     gate_dataset: DatasetRef = Field(description="held-out parallel pairs for the quality gate")
@@ -178,6 +231,7 @@ class Teacher(Section):
     generation: Generation = Generation()
 
     _ref = field_validator("model")(_check_ref)
+    _revision_check = model_validator(mode="after")(lambda self: _pinned(self, "model"))
 
 
 class Sharding(Section):
@@ -204,6 +258,9 @@ class TranslationJob(Section):
         None, gt=0, description="longest piece sent to the model at once; default: two thirds of max_new_tokens"
     )
     max_turn_chars: int = Field(100_000, gt=0, description="a longer turn is rejected, not translated")
+    min_keep_rate: float = Field(
+        0.5, ge=0, le=1, description=_KEEP_RATE_HELP.format(what="conversations translated whole", default="0.5")
+    )
 
     @property
     def source_budget(self) -> int:
@@ -215,6 +272,12 @@ class Bootstrap(TranslationJob):
 
     dataset: DatasetRef
     prompt: str = "Translate from English to Arabic: {text}"
+    # The report bootstraps from question + response pairs; system prompts would add near-duplicate training pairs.
+    system_prompt: Literal["translate", "keep", "drop"] = Field(
+        "drop",
+        description="system turns: drop them (default: the translator trains on question and response pairs, as in the "
+        "report), translate them too (they become translator training pairs), or keep them as they are",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -258,6 +321,7 @@ class Judge(Section):
     """Stage 3: an instruct model judges candidate parallel pairs ACCEPT/REJECT."""
 
     model: str
+    revision: str | None = Field(None, min_length=1, description=_MODEL_REVISION_HELP)
     dataset: DatasetRef
     filters: Filters = Filters()
     prompt: str = (
@@ -272,8 +336,12 @@ class Judge(Section):
     threshold: float = Field(0.5, gt=0, lt=1, description="with decision probability: accept when P(ACCEPT) is at least this")
     generation: Generation = Generation(max_new_tokens=8)
     shards: Sharding = Sharding()
+    min_keep_rate: float = Field(
+        0.1, ge=0, le=1, description=_KEEP_RATE_HELP.format(what="pairs the judge accepts", default="0.1")
+    )
 
     _ref = field_validator("model")(_check_ref)
+    _revision_check = model_validator(mode="after")(lambda self: _pinned(self, "model"))
 
     @field_validator("prompt")
     @classmethod
@@ -293,6 +361,7 @@ class Translator(Section):
     """Stage 4: SFT of the lightweight translator on bootstrap + filtered pairs."""
 
     base: str
+    revision: str | None = Field(None, min_length=1, description=_MODEL_REVISION_HELP)
     chat_template: str | None = Field(None, description=_CHAT_TEMPLATE_HELP)
     training: Training = Training()
     eval_dataset: DatasetRef = Field(description="held-out pairs the training never sees")
@@ -300,6 +369,7 @@ class Translator(Section):
 
     _ref = field_validator("base")(_check_ref)
     _template = field_validator("chat_template")(_check_template)
+    _revision_check = model_validator(mode="after")(lambda self: _pinned(self, "base"))
 
 
 class Corpus(TranslationJob):
@@ -317,10 +387,12 @@ class Corpus(TranslationJob):
 class Student(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$", description="short name used in run and model names")
     base: str
+    revision: str | None = Field(None, min_length=1, description=_MODEL_REVISION_HELP)
     chat_template: str | None = Field(None, description=_CHAT_TEMPLATE_HELP)
 
     _ref = field_validator("base")(_check_ref)
     _template = field_validator("chat_template")(_check_template)
+    _revision_check = model_validator(mode="after")(lambda self: _pinned(self, "base"))
 
 
 class Students(Section):

@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -28,6 +29,62 @@ from hala.corpora import iter_jsonl, write_json, write_jsonl
 log = logging.getLogger(__name__)
 
 SHARD_FORMAT = "1"  # bump when the rows a shard holds change shape: old shards are then redone
+CANARY = -1  # the worker number of a fan-out's canary task: the stream's first shard, checked before any worker starts
+EXAMPLE_CHARS = 300  # how much of a rejected row an error message quotes
+
+
+class KeepRateError(RuntimeError):
+    """A stage keeps too few of its rows (or none): a broken model, prompt or input, found before the rest is paid for."""
+
+
+def reason_family(reason: str) -> str:
+    """A reject reason without the turn it happened in: "translation cut at max_new_tokens (turn 1)" counts with (turn 0)."""
+    return re.sub(r" \(turn \d+\)$", "", reason)
+
+
+def top_reject(counts: Counter, rows: Iterable[dict]) -> tuple[str, int, str]:
+    """The most common reject reason family in ``counts``, its count, and one rejected row of it from ``rows`` (clipped)."""
+    reason, count = counts.most_common(1)[0]
+    for row in rows:
+        if reason_family(row.get("reason", "")) == reason:
+            example = json.dumps({k: v for k, v in row.items() if k != "reason"}, ensure_ascii=False, default=str)
+            return reason, count, example if len(example) <= EXAMPLE_CHARS else example[:EXAMPLE_CHARS] + "..."
+    return reason, count, "(none kept)"
+
+
+def _explain(what: str, kept: int, rows_in: int, counts: Counter, rows: Iterable[dict]) -> str:
+    if not counts:
+        return f"{what}: kept {kept} of {rows_in} rows"
+    reason, count, example = top_reject(counts, rows)
+    return f"{what}: kept {kept} of {rows_in} rows; top reject reason: {reason!r} ({count} rows); example: {example}"
+
+
+def empty_output_error(stage: str, rows_in: int, rejects: Path) -> KeepRateError:
+    """The error for a stage that kept nothing: its top reject reason, how often, and an example, from its rejects file."""
+    counts = Counter(reason_family(r.get("reason", "")) for r in iter_jsonl(rejects)) if Path(rejects).is_file() else Counter()
+    where = "; nothing to pass on" if rows_in else "; its input is empty"
+    return KeepRateError(_explain(f"{stage}: empty output{where}", 0, rows_in, counts, iter_jsonl(rejects) if counts else []))
+
+
+@dataclass(frozen=True)
+class KeepRate:
+    """A stage's lowest acceptable share of kept rows, checked on its shards as they finish."""
+
+    stage: str
+    minimum: float
+
+    def check(self, results: Sequence[ShardResult], store: ShardStore, what: str) -> None:
+        rows_in = sum(r.rows_in for r in results)
+        kept = sum(r.kept for r in results)
+        if not self.minimum or not rows_in or kept / rows_in >= self.minimum:
+            return
+        counts: Counter = Counter()
+        for r in results:
+            for reason, n in r.rejected_by_reason.items():
+                counts[reason_family(reason)] += n
+        rows = (row for r in results for row in iter_jsonl(store.rejects_path(r.key)))
+        share = f"{kept / rows_in:.0%} kept, under min_keep_rate {self.minimum:g}"
+        raise KeepRateError(_explain(f"{self.stage}: {what} ({share}); stopped", kept, rows_in, counts, rows))
 
 
 def fingerprint(**parts: object) -> str:
@@ -145,19 +202,25 @@ def run_shards(
     worker: int = 0,
     workers: int = 1,
     on_shard: Callable[[ShardResult], None] | None = None,
+    keep_rate: KeepRate | None = None,
+    canary: bool = False,
 ) -> ShardRun:
     """Do every shard of ``rows`` that belongs to ``worker`` and is not already in ``store``.
 
     ``encode`` turns a row into the JSON-able value its shard key hashes. Each shard must
     account for every row it got (kept + rejected = in) or the stage stops: rows are never
-    lost in silence.
+    lost in silence. ``keep_rate`` is checked after every shard on this worker's running
+    count, so a single worker's first check is its canary. ``canary`` does only the stream's
+    first shard (the task a fan-out waits for), whatever ``worker`` is.
     """
     if not 0 <= worker < workers:
         raise ValueError(f"worker {worker} is not in 0..{workers - 1}")
     results = ShardRun()
     for index, shard in enumerate(cut(rows, size)):
         results.total_shards = index + 1  # every worker walks the whole stream, so each knows the total
-        if index % workers != worker:
+        if canary and index > 0:
+            break
+        if index % workers != worker and not canary:
             continue
         key = shard_key(job, [encode(r) for r in shard])
         result = store.done(key)
@@ -176,6 +239,9 @@ def run_shards(
         results.append(result)
         if on_shard is not None:
             on_shard(result)
+        if keep_rate is not None:
+            first = len(results) == 1 and index == 0
+            keep_rate.check(results, store, "canary shard" if first else f"worker {worker}'s first {len(results)} shards")
     return results
 
 
@@ -195,6 +261,7 @@ def collect(
     *,
     expected_shards: int | None = None,
     earlier_rejects: tuple[Path, int] | None = None,
+    stage: str = "stage",
 ) -> dict[str, int]:
     """Join the shards, in order, into one kept and one rejects file, checking every count.
 
@@ -230,6 +297,9 @@ def collect(
     rows_in = sum(r.rows_in for r in ordered) + (earlier_rejects[1] if earlier_rejects else 0)
     if kept + rejected != rows_in:
         raise RuntimeError(f"{rows_in} rows in but {kept} kept + {rejected} rejected")
+    if not kept:
+        # Never an input to the next stage: the rejects (kept on disk for reading) say why.
+        raise empty_output_error(stage, rows_in, Path(rejects_path))
     return {"rows_in": rows_in, "rows_kept": kept, "rows_rejected": rejected, "shards": len(ordered)}
 
 
@@ -262,7 +332,8 @@ def write_part(out_dir: Path, store: ShardStore, job: str, run: ShardRun, worker
 
 
 def join_parts(
-    part_dirs: Sequence[Path], out_dir: Path, kept_name: str, *, earlier_rejects: tuple[Path, int] | None = None
+    part_dirs: Sequence[Path], out_dir: Path, kept_name: str, *, earlier_rejects: tuple[Path, int] | None = None,
+    stage: str = "stage",
 ) -> tuple[list[ShardResult], dict[str, int]]:
     """Join the workers' parts into ``out_dir``: one kept file, one rejects file, one manifest.
 
@@ -294,6 +365,7 @@ def join_parts(
         out_dir / "rejects.jsonl",
         expected_shards=min(totals),
         earlier_rejects=earlier_rejects,
+        stage=stage,
     )
     write_manifest(out_dir / "manifest.jsonl", "", results)
     return results, counts

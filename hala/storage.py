@@ -189,6 +189,16 @@ class ObjectStore:
             if not obj.is_dir:
                 yield obj.object_name[len(prefix) :], obj.size
 
+    def digest(self, uri: str) -> str | None:
+        """One version id for everything under the prefix ``uri``: a hash of every object's name and ETag (None: empty)."""
+        bucket, prefix = split_uri(uri)
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        objects = self._call(f"listing of {uri}", lambda: list(self.client.list_objects(bucket, prefix=prefix, recursive=True)))
+        names = sorted((o.object_name[len(prefix) :], (o.etag or "").strip('"')) for o in objects if not o.is_dir)
+        if not names:
+            return None
+        return "sha256:" + hashlib.sha256("\n".join(f"{n} {e}" for n, e in names).encode()).hexdigest()[:16]
+
     def upload_dir(self, local: Path, uri: str, workers: int = 4) -> Transfer:
         """Upload every file under ``local`` to the prefix ``uri``; files already there are skipped."""
         local = Path(local)

@@ -280,6 +280,7 @@ def train_on_trainjob(
     metric_prefix: str,
     mlflow_run_id: str | None,
     checkpoint_uri: str | None,
+    base_revision: str | None = None,
 ) -> dict[str, float]:
     """Run the SFT job on ``training.nodes`` nodes and bring the model into ``out_dir``; returns its metrics."""
     from hala.corpora import write_jsonl
@@ -295,7 +296,7 @@ def train_on_trainjob(
             base_model, join_uri(work, "conversations.jsonl"), training,
             out_uri=join_uri(work, "model"), metrics=join_uri(work, "metrics.json"),
             chat_template=chat_template, metric_prefix=metric_prefix,
-            mlflow_run_id=mlflow_run_id, checkpoint_uri=checkpoint_uri,
+            mlflow_run_id=mlflow_run_id, checkpoint_uri=checkpoint_uri, base_revision=base_revision,
         )  # fmt: skip
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         store.upload_file(Path(tmp) / "job.json", join_uri(work, "job.json"))

@@ -15,12 +15,22 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from hala.corpora import ROLES, BadRow, ConversationRow, estimate_rows, iter_conversations
+from hala.corpora import ROLES, BadRow, ConversationRow, estimate_rows, iter_conversations, write_json
 from hala.engines import Completion, GenerationEngine, LazyEngine, load_engine
 from hala.filters import answered_instead, reason_key, source_problem
 from hala.progress import progress_bar
 from hala.recipe import DatasetRef, Filters, Languages, TranslationJob
-from hala.shards import ShardResult, ShardStore, fingerprint, join_parts, model_fingerprint, run_shards, write_part
+from hala.shards import (
+    CANARY,
+    KeepRate,
+    ShardResult,
+    ShardStore,
+    fingerprint,
+    join_parts,
+    model_fingerprint,
+    run_shards,
+    write_part,
+)
 from hala.translation import (
     RULES_VERSION,
     Budget,
@@ -144,25 +154,29 @@ def translate_datasets(
     worker: int = 0,
     workers: int = 1,
     kept_name: str = "corpus.jsonl",
+    stage: str = "translate",
 ) -> dict[str, float]:
     """Translate ``datasets`` into ``out_dir``: ``kept_name``, ``rejects.jsonl`` and ``manifest.jsonl``.
 
     With ``workers`` > 1 this call does only its share of the shards and leaves a part
-    (``part.json``, its manifest and shards); :func:`collect_parts` joins the parts.
+    (``part.json``, its manifest and shards); :func:`collect_parts` joins the parts. ``worker``
+    -1 is the canary a fan-out waits for: the first shard alone, checked against
+    ``job.min_keep_rate`` (a single worker checks its own first shard the same way).
     """
+    canary = worker == CANARY
     out_dir = Path(out_dir)
     started = time.perf_counter()
     # Opening every stream first: a file that is missing or has no usable rows stops the job here.
     streams = [(ds.path, iter_conversations(ds)) for ds in datasets]
     items: Iterator[Item] = itertools.chain.from_iterable(((path, row) for row in rows) for path, rows in streams)
     totals = [estimate_rows(ds) for ds in datasets]
-    total = None if None in totals else -(-sum(totals) // workers)  # this worker's share
+    total = None if None in totals else min(sum(totals), job.shards.size) if canary else -(-sum(totals) // workers)
     store = ShardStore(Path(job.shards.cache) if job.shards.cache else out_dir / "shards")
     key = _job_key(model_path, prompt, job, languages)
     backend = engine
     lazy = LazyEngine(lambda: load_engine(model_path, backend, job.generation))
     timing = {"tokens": 0, "seconds": 0.0}
-    with progress_bar("translating conversations", total=total, unit="row") as bar:
+    with progress_bar(f"{stage}: translating conversations{' (canary)' if canary else ''}", total=total, unit="row") as bar:
 
         def on_shard(result: ShardResult) -> None:
             bar.update(result.rows_in)
@@ -181,22 +195,28 @@ def translate_datasets(
                 store=store,
                 process=lambda shard: _translate_shard(shard, lazy.get(), prompt, job, languages),
                 encode=_encode,
-                worker=worker,
+                worker=0 if canary else worker,
                 workers=workers,
                 on_shard=on_shard,
+                keep_rate=KeepRate(stage, job.min_keep_rate),
+                canary=canary,
             )
         finally:
             lazy.close()
+    if canary:
+        metrics = _metrics(results, None, time.perf_counter() - started)
+        write_json(out_dir / "canary.json", metrics)
+        return metrics
     write_part(out_dir, store, key, results, worker, workers)
     if workers > 1:
         return _metrics(results, None, time.perf_counter() - started)
-    return collect_parts([out_dir], out_dir, kept_name)
+    return collect_parts([out_dir], out_dir, kept_name, stage)
 
 
-def collect_parts(part_dirs: Sequence[Path], out_dir: Path, kept_name: str = "corpus.jsonl") -> dict[str, float]:
-    """Join the workers' parts into one dataset, checking that every shard is there exactly once."""
+def collect_parts(part_dirs: Sequence[Path], out_dir: Path, kept_name: str = "corpus.jsonl", stage: str = "translate") -> dict[str, float]:
+    """Join the workers' parts into one dataset, checking that every shard is there exactly once; an empty one is an error."""
     started = time.perf_counter()
-    results, counts = join_parts(part_dirs, out_dir, kept_name)
+    results, counts = join_parts(part_dirs, out_dir, kept_name, stage=stage)
     return _metrics(results, counts, time.perf_counter() - started)
 
 

@@ -21,6 +21,7 @@ from components.train_student import train_student
 from components.train_translator import train_translator
 from components.translate_corpus import collect_corpus, translate_corpus
 from hala.recipe import Recipe
+from hala.shards import CANARY
 from pipelines.scheduling import place
 
 
@@ -75,11 +76,23 @@ def build_pipeline(recipe: Recipe):
         def stage(component, **inputs):
             return component(**inputs, **common).after(opened)
 
+        def canary(worker_component, label: str, workers: int, gpus: int, **inputs):
+            """Before several workers start, one task does the first shard and stops the run when too few
+            of its rows survive (the stage's min_keep_rate): one pod learns what eight would. A single
+            worker checks its own first shard instead, at no extra cost. Returns the task to wait for."""
+            if workers < 2:
+                return None
+            task = stage(worker_component, worker=CANARY, **inputs).set_display_name(f"{label} canary")
+            return place(task, "generation", recipe, gpus)
+
         def fan_out(worker_component, join_component, loop: str, workers: int, gpus: int, labels: tuple[str, str], **inputs):
-            """Workers that each take every n-th shard (one GPU pod each on a cluster), then one task
-            that joins their parts, checking every shard is there once. Returns the joining task."""
+            """Workers that each take every n-th shard (one GPU pod each on a cluster), after the canary,
+            then one task that joins their parts, checking every shard is there once. Returns the joining task."""
+            first = canary(worker_component, labels[0].removesuffix(" (worker)"), workers, gpus, **inputs)
             with dsl.ParallelFor(list(range(workers)), name=loop) as worker:
                 part = stage(worker_component, worker=worker, **inputs).set_display_name(labels[0])
+                if first is not None:
+                    part.after(first)
                 place(part, "generation", recipe, gpus)
             joined = stage(join_component, parts=dsl.Collected(part.outputs["part"])).set_display_name(labels[1])
             return place(joined, "light", recipe)
@@ -104,11 +117,14 @@ def build_pipeline(recipe: Recipe):
             pairs = _reused(reuse.pairs, dsl.Dataset, "3. filter").output
         else:
             screened = place(stage(screen_pairs).set_display_name("3. filter: heuristic checks"), "light", recipe)
+            first = canary(judge_pairs, "3. filter: LLM judge", recipe.judge.shards.workers, tp["judge"], screened=screened.outputs["screened"])
+            if first is not None:
+                first.after(teacher)
             with dsl.ParallelFor(list(range(recipe.judge.shards.workers)), name="judge-workers") as worker:
                 judge_part = stage(judge_pairs, screened=screened.outputs["screened"], worker=worker).set_display_name(
                     "3. filter: LLM judge (worker)"
                 )
-                judge_part.after(teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
+                judge_part.after(first if first is not None else teacher)  # one accelerator-heavy stage at a time on small clusters and in local runs
                 place(judge_part, "generation", recipe, tp["judge"])
             judged = stage(
                 collect_pairs, screened=screened.outputs["screened"], parts=dsl.Collected(judge_part.outputs["part"])

@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from hala.corpora import bundled_path, file_hash
 from tests.slerp_reference import slerp
 
 BUNDLED = Path(__file__).resolve().parents[1] / "hala" / "data" / "smoke"
@@ -96,10 +97,13 @@ class RunChecks:
                     assert 'print("Hello")' in turn["content"] and turn["content"].count("```") == 2
         # Two workers each did their share of the three shards and one task joined them.
         run_folder = Path(summary["artifacts"]["arabic_corpus"]).parent.parent
-        parts = [json.loads(p.read_text()) for p in run_folder.glob("for-loop-*/translate-corpus/part/part.json")]
+        parts = [json.loads(p.read_text()) for p in run_folder.glob("for-loop-*/translate-corpus*/part/part.json")]
         assert sorted((p["worker"], p["workers"], p["total_shards"]) for p in parts) == [(0, 2, 3), (1, 2, 3)]
-        judged = [json.loads(p.read_text()) for p in run_folder.glob("for-loop-*/judge-pairs/part/part.json")]
+        judged = [json.loads(p.read_text()) for p in run_folder.glob("for-loop-*/judge-pairs*/part/part.json")]
         assert sorted(p["worker"] for p in judged) == [0, 1]
+        # Before the two workers, a canary task did the first shard and found enough kept.
+        (canary,) = [json.loads(p.read_text()) for p in run_folder.glob("translate-corpus*/part/canary.json")]
+        assert canary["rows_in"] == 16 and canary["rows_kept"] >= 8
 
     def test_fp8_gate_compared_real_translations(self, any_run):
         _, summary = any_run
@@ -159,6 +163,7 @@ class RunChecks:
         assert names == sorted(
             ["quantize_teacher", "bootstrap_bilingual", "filter_parallel", "train_translator", "evaluate_translator", "translate_corpus"]
             + ["bootstrap_bilingual[0]", "screen_pairs", "judge_pairs[0]", "judge_pairs[1]", "translate_corpus[0]", "translate_corpus[1]"]
+            + ["judge_pairs[canary]", "translate_corpus[canary]"]  # two workers each: a canary shard first
             + [f"{stage}[{s}]" for s in ("nano-s", "nano-m") for stage in ("train_student", "merge_student", "evaluate_student")]
         )
         assert all(r.info.status == "FINISHED" for r in children)
@@ -180,6 +185,16 @@ class RunChecks:
             assert version.tags["hala.recipe_hash"] == summary["recipe_hash"]
             assert version.tags["hala.source_run"] == parent_id
             assert version.tags["hala.data_hash.arabic_corpus"] == summary["data_hashes"]["arabic_corpus"]
+            # Lineage: the version of every model and dataset the stages read, as the stages recorded it.
+            sources = {k: v for k, v in version.tags.items() if k.startswith("hala.source.")}
+            assert set(sources) == {
+                "hala.source.tiny_teacher", "hala.source.tiny_judge", "hala.source.tiny_translator-base",
+                "hala.source.tiny_student-s", "hala.source.tiny_student-m", "hala.source.bundled_smoke/parallel_en_ar.jsonl",
+                "hala.source.bundled_smoke/instructions_en.jsonl", "hala.source.bundled_smoke/parallel_candidates_en_ar.jsonl",
+                "hala.source.bundled_smoke/instructions_more_en.jsonl", "hala.source.bundled_smoke/instructions_features_en.jsonl",
+            }, name  # fmt: skip
+            assert sources["hala.source.tiny_judge"] == by_name["judge_pairs[0]"].data.tags["hala.source.tiny_judge"]
+            assert sources["hala.source.bundled_smoke/instructions_en.jsonl"] == file_hash(bundled_path("smoke/instructions_en.jsonl"))
         merged_tags = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger").tags
         merge_tag = json.loads(merged_tags["hala.merge"])
         assert merge_tag["t"] == summary["artifacts"]["students"]["nano-m"]["merged"]["t"] and set(merge_tag["sweep"]) == {"0.30", "0.50"}

@@ -1,4 +1,5 @@
 import json
+import re
 
 import yaml
 
@@ -69,6 +70,19 @@ def test_students_and_corpus_workers_fan_out_with_parallelfor(tmp_path):
     assert parts["producerTask"] == loops["[0, 1, 2, 3, 4, 5, 6, 7]"]["componentRef"]["name"].removeprefix("comp-")
 
 
+def test_a_canary_shard_runs_before_each_fan_out_of_several_workers(tmp_path):
+    spec = _compile("hala-nano", tmp_path)
+    root = spec["root"]["dag"]["tasks"]
+    canaries = {t["taskInfo"]["name"]: (name, t) for name, t in root.items() if t["taskInfo"]["name"].endswith(" canary")}
+    # bootstrap has one worker (it checks its own first shard); the judge's 4 and the corpus's 8 wait for a canary
+    assert set(canaries) == {"3. filter: LLM judge canary", "5. translate corpus canary"}
+    for label, loop in (("3. filter: LLM judge canary", "judge-workers"), ("5. translate corpus canary", "corpus-workers")):
+        name, task = canaries[label]
+        assert task["inputs"]["parameters"]["worker"]["runtimeValue"]["constant"] == -1
+        workers = next(t for t in root.values() if t["taskInfo"]["name"] == loop)
+        assert name in workers["dependentTasks"]
+
+
 FAMILY = {
     "preflight": "base", "open-run": "base", "screen-pairs": "base", "collect-pairs": "base",
     "collect-bilingual": "base", "collect-corpus": "base", "register-models": "base",
@@ -80,7 +94,7 @@ FAMILY = {
 
 def test_each_stage_runs_in_its_family_image_and_installs_nothing_at_start(tmp_path):
     spec = _compile("hala-9b", tmp_path)
-    executors = {name.removeprefix("exec-"): ex["container"] for name, ex in spec["deploymentSpec"]["executors"].items()}
+    executors = {_stage(name.removeprefix("exec-")): ex["container"] for name, ex in spec["deploymentSpec"]["executors"].items()}
     assert {name: family_of(c["image"]) for name, c in executors.items()} == FAMILY
     assert {c["image"].rsplit(":", 1)[1] for c in executors.values()} == {__version__}
     for name, container in executors.items():
@@ -112,6 +126,11 @@ def _compiled(name, tmp_path):
     return out.read_text(), tasks
 
 
+def _stage(task_name):
+    """A task's stage: a component used twice (a fan-out's canary and its workers) gets a numbered second name."""
+    return re.sub(r"-\d+$", "", task_name)
+
+
 def _gpus(container):
     accelerator = container.get("resources", {}).get("accelerator", {})
     return int(accelerator.get("resourceCount", accelerator.get("count", 0)))
@@ -127,8 +146,9 @@ def test_cluster_recipes_ask_for_gpus_nodes_and_secrets_by_name(tmp_path, monkey
         cluster = recipe.cluster
         text, tasks = _compiled(name, tmp_path)
         assert not [v for v in canaries.values() if v in text]
-        assert set(tasks) >= STAGES
-        for task_name, (task, container, k8s) in tasks.items():
+        assert {_stage(t) for t in tasks} >= STAGES
+        for raw_name, (task, container, k8s) in tasks.items():
+            task_name = _stage(raw_name)
             # A student trained on several nodes: its pod only creates and follows the TrainJob.
             multi_node = task_name == "train-student" and recipe.students.training.nodes > 1
             gpu = task_name in GPU_STAGES and not multi_node

@@ -128,7 +128,7 @@ STAGE_RUN_FAMILY = {
     "quantize_teacher": "quantize", "bootstrap_bilingual[0]": "vllm", "bootstrap_bilingual": "base",
     "screen_pairs": "base", "judge_pairs[0]": "vllm", "judge_pairs[1]": "vllm", "filter_parallel": "base",
     "train_translator": "train", "evaluate_translator": "vllm", "translate_corpus[0]": "vllm",
-    "translate_corpus[1]": "vllm", "translate_corpus": "base",
+    "translate_corpus[1]": "vllm", "translate_corpus": "base", "judge_pairs[canary]": "vllm", "translate_corpus[canary]": "vllm",
     **{f"{stage}[{s}]": family for s in ("nano-s", "nano-m")
        for stage, family in (("train_student", "train"), ("merge_student", "merge"), ("evaluate_student", "vllm"))},
 }  # fmt: skip
@@ -145,7 +145,8 @@ def test_every_task_ran_in_its_family_image(docker_smoke_run, built_images, s3_s
         assert info["image"] == f"localhost/hala-{family}:{__version__}", component
         assert info["id"] == built_images[family]["id"], component  # the image built for this run, by digest
     counts = {c: info["containers"] for c, info in ran.items() if info["containers"] != 1}
-    assert counts == {"judge_pairs": 2, "translate_corpus": 2, "train_student": 2, "merge_student": 2, "evaluate_student": 2}
+    # two workers and a canary for the judge and the corpus; two students
+    assert counts == {"judge_pairs": 3, "translate_corpus": 3, "train_student": 2, "merge_student": 2, "evaluate_student": 2}
     # The stages say so too: each nested MLflow run is tagged, from inside its container, with the
     # family and the revision of the image it ran in.
     client = _client(summary)

@@ -70,7 +70,7 @@ def fake_judge(monkeypatch):
         return judge
 
     monkeypatch.setattr("hala.stages.filter_parallel.load_engine", load)
-    monkeypatch.setattr("hala.stages.filter_parallel.resolve_model", lambda ref: ref)
+    monkeypatch.setattr("hala.stages.filter_parallel.resolve_model", lambda ref, revision=None: ref)
     return judge
 
 

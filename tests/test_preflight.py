@@ -48,9 +48,9 @@ def test_every_problem_is_listed_by_name(s3_env, monkeypatch, tmp_path):
     assert "- secret hala-hf/token: LookupError: Secret 'hala-hf' (key 'token') did not reach this pod as HF_TOKEN_FOR_TEST" in problems
     assert "- storage s3://no-such-bucket-here/runs writable: StorageError:" in problems and "NoSuchBucket" in problems
     assert f"- MLflow at http://127.0.0.1:{closed}:" in problems
-    assert "- translator.base: model s3://hala-test/models/none-such: FileNotFoundError: no config.json under this prefix" in problems
+    assert "- translator.base: model s3://hala-test/models/none-such: SourceError: s3://hala-test/models/none-such: nothing is stored there" in problems
     assert "- judge.model: model Qwen/Qwen2.5-3B-Instruct:" in problems
-    assert "- corpus.datasets[2]: dataset s3://hala-test/data/none-such.jsonl: FileNotFoundError: no such object" in problems
+    assert "- corpus.datasets[2]: dataset s3://hala-test/data/none-such.jsonl: SourceError: s3://hala-test/data/none-such.jsonl: nothing is stored there" in problems
     assert "- evaluation.benchmarks[exams]: fixtures: FileNotFoundError: no fixture subset under " in problems
 
 

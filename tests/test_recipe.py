@@ -1,6 +1,7 @@
 import pytest
 import yaml
 
+from hala import paper
 from hala.benchmarks import TASKS
 from hala.recipe import RecipeError, builtin_recipes, classify_ref, load_recipe, parse_recipe, recipe_from_json
 
@@ -110,3 +111,15 @@ def test_unknown_recipe_and_missing_file(tmp_path):
 )
 def test_classify_ref(ref, kind):
     assert classify_ref(ref) == kind
+
+
+@pytest.mark.parametrize("name", ["hala-nano", "hala-9b"])
+def test_the_real_recipes_take_the_papers_data_mix(name):
+    recipe = load_recipe(name)
+    limits = [ds.limit for ds in recipe.corpus.datasets]
+    assert None not in limits  # every corpus set is bounded
+    assert abs(sum(limits) - paper.CORPUS_ROWS) <= 0.05 * paper.CORPUS_ROWS
+    # the larger sets are sampled across their split, not cut at their first rows
+    sampled = {ds.path: ds.sample for ds in recipe.corpus.datasets if ds.sample}
+    assert set(sampled) == {"Open-Orca/OpenOrca", "MBZUAI/LaMini-instruction"}
+    assert recipe.bootstrap.dataset.limit == paper.BOOTSTRAP_ROWS and recipe.bootstrap.system_prompt == "drop"

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from hala import storage
+from hala.sources import SourceError
 from hala.storage import ObjectStore, StorageError, local_etag, split_uri
 
 MiB = 1024 * 1024
@@ -145,7 +146,7 @@ def test_models_and_datasets_come_from_s3(s3_env, tiny, tmp_path, monkeypatch):
     pairs.write_text('{"translation": {"en": "Good morning.", "ar": "صباح الخير."}}\n', encoding="utf-8")
     store.upload_file(pairs, "s3://hala-test/data/pairs.jsonl")
     assert read_pairs(DatasetRef(path="s3://hala-test/data/pairs.jsonl"), "en", "ar") == [("Good morning.", "صباح الخير.")]
-    with pytest.raises(StorageError, match="no objects under this prefix"):
+    with pytest.raises(SourceError, match="^s3://hala-test/models/none-such: nothing is stored there$"):
         resolve_model("s3://hala-test/models/none-such")
     store.upload_file(pairs, "s3://hala-test/models/not-a-model/pairs.jsonl")
     with pytest.raises(ModelError, match="no config.json under this prefix"):

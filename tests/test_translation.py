@@ -6,7 +6,8 @@ import pytest
 
 from hala.corpora import DataError
 from hala.engines import Completion
-from hala.recipe import DatasetRef, Generation, Languages, Sharding, TranslationJob
+from hala.recipe import Bootstrap, DatasetRef, Generation, Languages, Sharding, TranslationJob
+from hala.stages.bootstrap_bilingual import turn_pairs
 from hala.translate_datasets import translate_datasets
 from hala.translation import Budget, UnfaithfulTranslation, assemble, plan_text
 from tests.fake_engine import PROMPT, FakeTranslator
@@ -149,7 +150,8 @@ def test_bad_rows_and_unfaithful_translations_are_rejects_and_counts_add_up(tmp_
     path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"instruction": "bad \xff byte", "response": "r"}\n')
     ds = DatasetRef(path=str(path), max_row_bytes=300)
     engine = FakeTranslator(lose_markers=True, truncate_longer_than=30, answer_questions=True)
-    job = TranslationJob(generation=Generation(max_new_tokens=64), shards=Sharding(size=3), max_source_tokens=60)
+    # min_keep_rate 0: this file is meant to be mostly rejects
+    job = TranslationJob(generation=Generation(max_new_tokens=64), shards=Sharding(size=3), max_source_tokens=60, min_keep_rate=0)
     metrics, kept, rejects = _run(tmp_path, monkeypatch, ds, engine, job)
     assert [r["row"] for r in kept] == [1]
     reasons = {r["row"]: r["reason"] for r in rejects}
@@ -206,3 +208,19 @@ def test_hostile_texts_do_not_take_quadratic_time():
         plan = plan_text(text, Budget(100, WORDS))
         assert time.perf_counter() - started < 10, text[:10]
         assert _identity(plan) == text
+
+
+def test_bootstrap_gives_the_translator_question_and_response_pairs_and_system_prompts_only_when_asked(tmp_path, monkeypatch):
+    # Open-Orca's shape: the report bootstraps from its question/response pairs (405K rows -> 810K pairs).
+    row = {"system_prompt": "You are an AI assistant. Answer briefly.", "question": "What is two plus two?", "response": "It is four."}
+    path = tmp_path / "orca.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    ds = DatasetRef(path=str(path), layout="columns", fields={"system": "system_prompt", "user": "question", "assistant": "response"})
+    pairs = {}
+    for policy in ("drop", "translate"):
+        section = Bootstrap(dataset=ds, **({} if policy == "drop" else {"system_prompt": policy}))
+        _, kept, _ = _run(tmp_path, monkeypatch, ds, FakeTranslator(), section, out=policy)
+        pairs[policy] = turn_pairs(kept[0])
+    assert Bootstrap(dataset=ds).system_prompt == "drop"  # the default
+    assert pairs["drop"] == [("What is two plus two?", "ع[What is two plus two؟]"), ("It is four.", "ع[It is four.]")]
+    assert pairs["translate"] == [("You are an AI assistant. Answer briefly.", "ع[You are an AI assistant. Answer briefly.]")] + pairs["drop"]

@@ -2,7 +2,10 @@
 
 ``bilingual.jsonl`` holds each conversation twice, ``source_messages`` (English) and
 ``messages`` (Arabic), turn by turn; the translator trains on those turn pairs. Like the
-corpus stage, the work is sharded and may fan out over ``bootstrap.shards.workers`` tasks.
+corpus stage, the work is sharded and may fan out over ``bootstrap.shards.workers`` tasks,
+after a canary shard (``worker`` -1) shows the teacher keeps ``bootstrap.min_keep_rate`` of it.
+System prompts are dropped unless ``bootstrap.system_prompt`` says otherwise: the report
+bootstraps from question and response pairs.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ def bootstrap_bilingual(recipe: Recipe, teacher_path: str, out_dir: Path, worker
         worker=worker,
         workers=section.shards.workers,
         kept_name=BILINGUAL_FILE,
+        stage="bootstrap",
     )
 
 
 def collect_bilingual(part_dirs: Sequence[Path], out_dir: Path) -> dict[str, float]:
-    return collect_parts(part_dirs, out_dir, kept_name=BILINGUAL_FILE)
+    return collect_parts(part_dirs, out_dir, kept_name=BILINGUAL_FILE, stage="bootstrap")
 
 
 def turn_pairs(row: dict) -> list[tuple[str, str]]:

@@ -32,7 +32,17 @@ from hala.filters import Pair, PairFilter, reason_key
 from hala.models import resolve_model
 from hala.progress import progress_bar
 from hala.recipe import DatasetRef, Filters, Judge, Languages, Sharding
-from hala.shards import ShardStore, fingerprint, join_parts, model_fingerprint, run_shards, write_part
+from hala.shards import (
+    CANARY,
+    KeepRate,
+    ShardStore,
+    empty_output_error,
+    fingerprint,
+    join_parts,
+    model_fingerprint,
+    run_shards,
+    write_part,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +131,9 @@ def screen_pairs(dataset: DatasetRef, filters: Filters, languages: Languages, ou
     # Both files appear only once the whole stream has passed.
     survivors_tmp.replace(out_dir / SURVIVORS)
     rejects_tmp.replace(out_dir / EARLY_REJECTS)
+    if not counts["survivors"]:
+        # Nothing for the judge: stop here, not after its pods have started (the rejects stay for reading).
+        raise empty_output_error("filter: heuristic checks", counts["rows_in"], out_dir / EARLY_REJECTS)
     seconds = time.perf_counter() - started
     metrics = {
         "screen_rows_in": float(counts["rows_in"]),
@@ -179,11 +192,16 @@ def judge_pairs(
     worker: int = 0,
     workers: int = 1,
 ) -> dict[str, float]:
-    """Step 2: this worker's shards of the survivors, judged (or all kept when there is no judge)."""
+    """Step 2: this worker's shards of the survivors, judged (or all kept when there is no judge).
+
+    ``worker`` -1 is the canary a fan-out waits for: the first shard alone, checked against
+    ``judge.min_keep_rate`` (a single worker checks its own first shard the same way).
+    """
     started = time.perf_counter()
+    canary = worker == CANARY
     out_dir = Path(out_dir)
     if judge is not None:
-        judge_path = resolve_model(judge.model)
+        judge_path = resolve_model(judge.model, judge.revision)
         generation = judge.generation.model_dump(exclude={"batch_size", "tensor_parallel_size"})
         decision = {"decision": judge.decision} | ({"threshold": judge.threshold} if judge.decision == "probability" else {})
         job = fingerprint(kind="judge", model=model_fingerprint(judge_path), prompt=judge.prompt, generation=generation, **decision)
@@ -199,8 +217,9 @@ def judge_pairs(
 
     survivors = json.loads((Path(screen_dir) / SCREEN).read_text(encoding="utf-8"))["metrics"]["screen_survivors"]
     try:
-        desc = "filter: judging pairs" if judge else "filter: sharding kept pairs"
-        with progress_bar(desc, total=-(-int(survivors) // workers), unit="pair") as bar:
+        desc = ("filter: judging pairs" if judge else "filter: sharding kept pairs") + (" (canary)" if canary else "")
+        total = min(int(survivors), shards.size) if canary else -(-int(survivors) // workers)
+        with progress_bar(desc, total=total, unit="pair") as bar:
 
             def report(result) -> None:
                 bar.update(result.rows_in)
@@ -213,22 +232,28 @@ def judge_pairs(
                 job=job,
                 store=store,
                 process=process,
-                worker=worker,
+                worker=0 if canary else worker,
                 workers=workers,
                 on_shard=report,
+                keep_rate=KeepRate("filter: judge", judge.min_keep_rate) if judge else None,
+                canary=canary,
             )
     finally:
         lazy.close()
-    write_part(out_dir, store, job, run, worker, workers)
+    if not canary:
+        write_part(out_dir, store, job, run, worker, workers)
     fresh = [r for r in run if not r.reused]
     seconds = sum(r.seconds for r in fresh)
-    return {
+    metrics = {
         "judged": float(sum(r.rows_in for r in run)),
         "shards": float(len(run)),
         "shards_reused": float(len(run) - len(fresh)),
         "judge_tokens_per_s": sum(r.tokens for r in fresh) / seconds if seconds and judge else 0.0,
         "wall_time_s": time.perf_counter() - started,
     }
+    if canary:
+        write_json(out_dir / "canary.json", {**metrics, "kept": float(sum(r.kept for r in run))})
+    return metrics
 
 
 def collect_pairs(screen_dir: Path, part_dirs: Sequence[Path], out_dir: Path) -> dict[str, float]:
@@ -237,7 +262,7 @@ def collect_pairs(screen_dir: Path, part_dirs: Sequence[Path], out_dir: Path) ->
     screen_dir, out_dir = Path(screen_dir), Path(out_dir)
     screened = json.loads((screen_dir / SCREEN).read_text(encoding="utf-8"))["metrics"]
     early = (screen_dir / EARLY_REJECTS, int(screened["screen_rejected"]))
-    results, counts = join_parts(part_dirs, out_dir, "pairs.jsonl", earlier_rejects=early)
+    results, counts = join_parts(part_dirs, out_dir, "pairs.jsonl", earlier_rejects=early, stage="filter")
     if counts["rows_in"] != screened["screen_rows_in"]:
         raise RuntimeError(f"filter: {screened['screen_rows_in']:.0f} rows screened but {counts['rows_in']} accounted for")
     by_reason = Counter(metric_key(row["reason"]) for row in iter_jsonl(out_dir / "rejects.jsonl"))

@@ -49,7 +49,7 @@ def _translation_chrf(model_path: str, sources: list[str], references: list[str]
 def quantize_teacher(recipe: Recipe, out_dir: Path) -> dict[str, float]:
     """Write the FP8 teacher to ``out_dir``; returns the gate's scores. Raises QualityGateError."""
     section = recipe.teacher
-    source = resolve_model(section.model)
+    source = resolve_model(section.model, section.revision)
     out_dir = Path(out_dir)
     # Read the gate's data first: a bad file should fail before minutes of compression, not after.
     pairs = read_pairs(section.gate_dataset, recipe.languages.source, recipe.languages.target)

@@ -1,7 +1,7 @@
 """Stage 9: register the FP8 teacher, the translator and every merged student in the MLflow registry.
 
-Each new version carries its lineage as tags (recipe hash, data hashes, source run, merge
-configuration, evaluation metrics) and the alias ``challenger``; promotion is a separate act.
+Each new version carries its lineage as tags (recipe hash, data hashes, source run, the version
+of every model and dataset the run read, merge configuration, evaluation metrics) and the alias ``challenger``; promotion is a separate act.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from hala.recipe import Recipe
+from hala.sources import run_sources
 from hala.tracking import register_model
 
 
@@ -31,6 +32,8 @@ def register_models(
     """
     lineage = {"hala.recipe": recipe.name, "hala.recipe_hash": recipe.hash, "hala.source_run": parent_run_id}
     lineage.update({f"hala.data_hash.{k}": v for k, v in data_hashes.items()})
+    # The exact version of every model and dataset the run's stages read (hub commit, S3 ETag, content hash).
+    lineage.update(run_sources(tracking_uri, parent_run_id))
     entries = [
         ("teacher-fp8", teacher, {"hala.quantization": recipe.teacher.scheme}),
         ("translator", translator, {}),

@@ -345,6 +345,7 @@ def job_spec(
     checkpoint_uri: str | None,
     out_dir: str | None = None,
     out_uri: str | None = None,
+    base_revision: str | None = None,
 ) -> dict:
     """The job ``main`` reads: local paths for ranks on this machine, s3:// URIs for a TrainJob's nodes.
 
@@ -353,6 +354,7 @@ def job_spec(
     """
     return {
         "base_model": base_model,
+        "base_revision": base_revision,
         "conversations": conversations,
         "training": training.model_dump(),
         "out_dir": out_dir,
@@ -387,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out_uri = job["out_uri"]
     out_dir = Path(os.environ.get("HALA_SCRATCH", SCRATCH)) / "model" if out_uri else Path(job["out_dir"])
     metrics = train_sft(
-        resolve_model(job["base_model"]),
+        resolve_model(job["base_model"], job.get("base_revision")),
         [row["messages"] for row in iter_jsonl(fetch_file(conversations) if conversations.startswith("s3://") else Path(conversations))],
         Training.model_validate(job["training"]),
         out_dir,

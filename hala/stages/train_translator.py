@@ -7,6 +7,7 @@ from pathlib import Path
 from hala.corpora import iter_jsonl
 from hala.models import resolve_model
 from hala.recipe import Recipe
+from hala.sources import pin_model
 from hala.stages.bootstrap_bilingual import turn_pairs
 from hala.launch import run_sft
 from hala.trainjob import TrainJobTarget
@@ -28,10 +29,11 @@ def train_translator(
     trainjob: TrainJobTarget | None = None,
 ) -> dict[str, float]:
     """SFT of the translator; ``checkpoint_uri`` (s3://) keeps its checkpoints beyond this pod;
-    ``trainjob`` runs it on several nodes (``training.nodes`` > 1), where the nodes resolve the base model."""
+    ``trainjob`` runs it on several nodes (``training.nodes`` > 1), where the nodes read the base model at the version this pod resolved."""
     conversations = translator_conversations(recipe, bilingual_file, pairs_file)
     section = recipe.translator
     return run_sft(
-        section.base if trainjob else resolve_model(section.base), conversations, section.training, Path(out_dir),
-        chat_template=section.chat_template, checkpoint_uri=checkpoint_uri, trainjob=trainjob,
+        section.base if trainjob else resolve_model(section.base, section.revision), conversations, section.training,
+        Path(out_dir), chat_template=section.chat_template, checkpoint_uri=checkpoint_uri, trainjob=trainjob,
+        base_revision=pin_model(section.base, section.revision) if trainjob else None,
     )  # fmt: skip

@@ -27,8 +27,9 @@ def translate_corpus(recipe: Recipe, translator_path: str, out_dir: Path, worker
         Path(out_dir),
         worker=worker,
         workers=section.shards.workers,
+        stage="corpus",
     )
 
 
 def collect_corpus(part_dirs: Sequence[Path], out_dir: Path) -> dict[str, float]:
-    return collect_parts(part_dirs, out_dir)
+    return collect_parts(part_dirs, out_dir, stage="corpus")
