@@ -139,6 +139,7 @@ def build(family: str, args, python_base: str, build_mounts: list[str]) -> dict:
     for key, value in build_args.items():
         command += ["--build-arg", f"{key}={value}"]
     print(f"building {name} (log: {log.relative_to(ROOT)})", flush=True)
+    before = podman("image", "inspect", "--format", "{{.Id}}", name, capture_output=True).stdout.strip()
     started = time.monotonic()
     with log.open("w") as fh:
         result = subprocess.run(["podman", *command, "."], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
@@ -152,6 +153,10 @@ def build(family: str, args, python_base: str, build_mounts: list[str]) -> dict:
     if check.returncode != 0:
         raise BuildError(f"image {family}: pip check failed in {name}: {(check.stdout + check.stderr).strip()[:400]}")
     info = json.loads(podman("image", "inspect", name, capture_output=True).stdout)[0]
+    if before and before != info["Id"]:
+        # The image this tag named before, and its layers no other image uses: each commit's build
+        # would otherwise leave 2 GB per family behind until the disk fills. One still in use stays.
+        podman("rmi", before, capture_output=True)
     print(f"{name}: built in {seconds:.0f} s, {info['Size'] / 1e9:.2f} GB, pip check clean", flush=True)
     return {"family": family, "image": name, "id": info["Id"], "seconds": round(seconds, 1), "size_bytes": info["Size"]}
 

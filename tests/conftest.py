@@ -87,6 +87,9 @@ def s3_server(tmp_path_factory):
         # Its Iceberg and Lance catalogs would take fixed ports (8181, 9101), which a second server,
         # or anything else on the machine, may hold; the tests need neither.
         "-s3.port.iceberg=0", "-s3.port.lance=0",
+        # It marks every volume read-only below 1% free disk (2.5 GB of a 252 GB disk that image
+        # builds have filled), and then answers each write with a 500; the tests write megabytes.
+        "-volume.minFreeSpace=256MiB",
     ]  # fmt: skip
     log = (root / "weed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
@@ -106,7 +109,13 @@ def s3_server(tmp_path_factory):
         except Exception as err:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"SeaweedFS did not start ({err}); see {root / 'weed.log'}") from None
+                log.close()
+                # Its own last error says why (no volume capacity, a port taken), where the client saw a 500.
+                errors = [line for line in (root / "weed.log").read_text(errors="replace").splitlines() if line.startswith(("E", "F"))]
+                # gRPC errors carry the cause after "desc ="; a plain timeout says less.
+                errors = [line for line in errors if "desc =" in line] or errors
+                why = errors[-1][-300:] if errors else "no error in its log"
+                raise RuntimeError(f"SeaweedFS did not start ({err}); its last error: {why}; see {root / 'weed.log'}") from None
             time.sleep(0.5)
     yield {"env": env, "bucket": "hala-test", "client": client}
     process.terminate()
