@@ -101,6 +101,45 @@ def compile_(
     console.print(f"wrote {target} (recipe {r.name}, hash {r.hash})")
 
 
+@app.command("plan")
+def plan_(
+    recipe: str = typer.Option(..., help="built-in recipe name or a recipe .yaml file"),
+    json_out: Path = typer.Option(None, "--json", help="also write the plan (every row and its parts) to this file"),
+) -> None:
+    """The capacity plan: memory each stage needs per GPU and per pod, against what the recipe gives it."""
+    import json
+
+    from rich.table import Table
+
+    from hala.plan import GIB, PlanError, plan_recipe
+
+    r = _recipe(recipe)
+    try:
+        plan = plan_recipe(r)
+    except PlanError as err:
+        _fail(str(err))
+    table = Table(title=f"capacity plan: {r.name}" + ("" if r.cluster else " (this machine)"))
+    for column in ("stage", "model", "engine", "devices", "need per device", "have per device", "verdict"):
+        table.add_column(column, justify="right" if column.startswith(("need", "have")) else "left")
+    for row in plan.rows:
+        devices = f"{row.count} GPU" if row.device == "GPU" else "pod CPU"
+        have = f"{row.have / GIB:.1f} GiB" if row.have is not None else "not set"
+        verdict = "[green]fits[/green]" if row.fits else "[red]does not fit[/red]"
+        table.add_row(escape(row.stage), escape(row.model), row.engine, devices, f"{row.need / GIB:.1f} GiB", have, verdict)
+    # Wide enough for the hub ids when the output is a file or a pipe (rich assumes 80 columns there).
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if json_out:
+        json_out.write_text(json.dumps(plan.to_dict(), indent=2))
+    shipped = sorted(m for m, source in plan.sources.items() if source == "shipped")
+    if shipped:
+        console.print(f"configs shipped with hala (the hub did not answer): {', '.join(shipped)}", highlight=False, soft_wrap=True)
+    if plan.refused:
+        for row in plan.refused:
+            console.print(f"[red]does not fit:[/red] {escape(row.refusal())}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"plan: all {len(plan.rows)} stages fit")
+
+
 @app.command("preflight")
 def preflight_(
     recipe: str = typer.Option(..., help="built-in recipe name or a recipe .yaml file"),

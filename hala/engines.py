@@ -63,8 +63,12 @@ def pick_backend(choice: str) -> str:
         raise ValueError(f"unknown generation engine {choice!r}; use auto, transformers or vllm")
     if choice != "auto":
         return choice
-    if gpu_available() and importlib.util.find_spec("vllm") is not None:
+    if not gpu_available():
+        return "transformers"
+    if importlib.util.find_spec("vllm") is not None:
         return "vllm"
+    # Said, not silent: on a GPU node transformers holds the whole model on one device (hala plan).
+    log.warning("engine auto: a GPU is present but vLLM is not installed in this image; generating with transformers on one GPU")
     return "transformers"
 
 
@@ -170,6 +174,14 @@ class TransformersEngine:
         del self.model
 
 
+def vllm_engine_args(generation: Generation) -> dict:
+    """The engine arguments hala gives vLLM's LLM (its EngineArgs); the capacity plan assumes the rest are vLLM's defaults."""
+    args = {"tensor_parallel_size": generation.tensor_parallel_size}
+    if generation.max_model_len:
+        args["max_model_len"] = generation.max_model_len
+    return args
+
+
 class VLLMEngine:
     """GPU generation with vLLM: continuous batching and prefix caching for the shared prompt."""
 
@@ -182,7 +194,7 @@ class VLLMEngine:
 
         # Prefix caching (the shared translation prompt) is left to vLLM's default: it is on where the
         # architecture supports it, and some releases refuse it for LFM2's hybrid conv layers.
-        self.llm = LLM(model=model_path, tensor_parallel_size=generation.tensor_parallel_size)
+        self.llm = LLM(model=model_path, **vllm_engine_args(generation))
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.get_tokenizer().encode(text, add_special_tokens=False))

@@ -167,6 +167,9 @@ class Generation(Section):
     temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding")
     batch_size: int = Field(8, gt=0, description="prompts per batch on the transformers backend")
     tensor_parallel_size: int = Field(1, gt=0, description="GPUs per vLLM engine")
+    max_model_len: int | None = Field(
+        None, gt=0, description="tokens per sequence (prompt and output) vLLM keeps room for; default: the model's context length"
+    )
 
 
 class Training(Section):
@@ -560,6 +563,11 @@ class Resources(Section):
     """What the pods of one kind of task ask the cluster for."""
 
     accelerator: str = Field("nvidia.com/gpu", description="accelerator resource name")
+    accelerator_memory: str | None = Field(
+        None,
+        pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|K|M|G|T)?$",
+        description="memory of one accelerator, e.g. 80Gi; needed by the capacity plan when the node_selector names no GPU it knows",
+    )
     gpus: int | None = Field(
         None, ge=0, description="accelerators per pod; None derives it from the stage (tensor_parallel_size, training.processes)"
     )

@@ -280,3 +280,18 @@ def test_the_double_bos_of_lighteval_is_named_and_not_followed(tiny, tmp_path):
     bos = lm.tokenizer.bos_token_id
     assert theirs[:2] == [bos, bos] and theirs[1:] == ours
     assert ours[0] == bos and ours[1] != bos
+
+
+@pytest.mark.parametrize(("stub_exit", "script_exit"), [(0, 0), (9, 1)])
+def test_gpu_check_exits_non_zero_when_a_check_fails(tmp_path, stub_exit, script_exit):
+    # A stand-in nvidia-smi: the devices check passes or fails with it, on any machine.
+    stub = tmp_path / "bin" / "nvidia-smi"
+    stub.parent.mkdir()
+    stub.write_text(f"#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 81559 MiB, 570.86'\nexit {stub_exit}\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "GPU_CHECKS": "devices", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == script_exit, done.stdout + done.stderr
+    assert json.loads((tmp_path / "out" / "gpu_check.json").read_text()) == {"devices": stub_exit}
+    assert "NVIDIA H100 80GB HBM3" in (tmp_path / "out" / "gpu_check.log").read_text()
+    assert ("every check passed" if script_exit == 0 else "a check FAILED") in done.stdout

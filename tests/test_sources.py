@@ -158,3 +158,24 @@ def test_a_short_split_read_with_a_sample_is_named(tmp_path, caplog):
     ds = DatasetRef(path=_numbered(tmp_path, 20), limit=10, sample={"of": 40})
     taken = list(read_rows(ds))
     assert len(taken) < 10 and "sample.of is 40 but it holds 20 rows after skip" in caplog.text
+
+
+def test_the_plan_reads_a_hub_config_at_its_revision_and_stands_in_shipped_facts_for_a_gated_one(hub):
+    from hala import plan
+
+    plan.hub_reachable.cache_clear()
+    try:
+        shape, source = plan.model_shape("acme/judge", "v1")
+        assert source == "hub" and "GET /acme/judge/resolve/v1/config.json" in hub.requests
+        local, _ = plan.model_shape(f"{tiny_model_path('judge')}")
+        assert shape == local
+        # Gated without a token: a model hala ships facts for is planned from them, any other is named.
+        hub.add_model_folder("Qwen/Qwen2.5-3B-Instruct", tiny_model_path("judge"), refs={"main": MAIN}, gated=True)
+        shipped, source = plan.model_shape("Qwen/Qwen2.5-3B-Instruct")
+        assert source == "shipped" and shipped.parameters == 3_085_938_688
+        with pytest.raises(plan.PlanError, match="^model acme/gated: cannot read its config.json: the model is gated and HF_TOKEN has no access"):
+            plan.model_shape("acme/gated")
+        with pytest.raises(plan.PlanError, match=r"^model acme/judge: cannot read its config.json \(RevisionNotFoundError\)"):
+            plan.model_shape("acme/judge", "v9")
+    finally:
+        plan.hub_reachable.cache_clear()

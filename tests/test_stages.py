@@ -208,3 +208,37 @@ def test_fp8_copy_runs_on_a_gpu_and_predicts_like_the_original(tiny, tmp_path):
     mask = ids["attention_mask"].bool()
     agree = (logits["original"].argmax(-1) == logits["fp8"].argmax(-1))[mask].float().mean().item()
     assert agree >= 0.9, f"FP8 copy agrees on the next token {agree:.0%} of the time"
+
+
+def test_the_fp8_gate_refuses_a_damaged_copy_with_its_numbers(smoke_recipe, tmp_path, monkeypatch):
+    """The gate is a real comparison: an FP8 copy whose scales are off translates worse, and the stage stops."""
+    import re
+
+    from safetensors.torch import save_file
+
+    from hala.stages import quantize_teacher as stage
+
+    real = stage.compress_fp8
+
+    def damaged(model_path, out_dir, scheme, ignore):
+        real(model_path, out_dir, scheme, ignore)
+        path = Path(out_dir) / "model.safetensors"
+        with safe_open(str(path), "pt") as st:
+            tensors = {k: st.get_tensor(k) for k in st.keys()}
+            metadata = st.metadata()
+        # Every FP8 weight read at three times its size: the copy a wrong scale would make.
+        save_file({k: v * 3 if k.endswith(".weight_scale") else v for k, v in tensors.items()}, str(path), metadata=metadata)
+
+    monkeypatch.setattr(stage, "compress_fp8", damaged)
+    # Ten of the smoke gate's pairs keep the test short; the gate is the stage's own.
+    gate = smoke_recipe.teacher.gate_dataset.model_copy(update={"limit": 10})
+    recipe = smoke_recipe.model_copy(update={"teacher": smoke_recipe.teacher.model_copy(update={"gate_dataset": gate})})
+    with pytest.raises(stage.QualityGateError) as caught:
+        stage.quantize_teacher(recipe, tmp_path / "fp8")
+    found = re.fullmatch(
+        r"FP8 teacher lost (\d+\.\d\d) chrF on 10 held-out pairs \((\d+\.\d\d) -> (\d+\.\d\d)\); teacher.max_chrf_drop is " + re.escape(str(smoke_recipe.teacher.max_chrf_drop)),
+        str(caught.value),
+    )
+    assert found, str(caught.value)
+    lost, original, fp8 = map(float, found.groups())
+    assert lost > smoke_recipe.teacher.max_chrf_drop and abs(original - fp8 - lost) < 0.011
