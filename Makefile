@@ -17,6 +17,11 @@ export HALA_CHECKOV := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 LIGHTEVAL_VENV := .venv-lighteval
 LIGHTEVAL_STAMP := $(LIGHTEVAL_VENV)/.installed
 export HALA_LIGHTEVAL := $(CURDIR)/$(LIGHTEVAL_VENV)/bin/python
+# vLLM 0.33 from the vllm image's lock (without its GPU packages, on the CPU torch), where the
+# tests let vLLM's own parsers judge the engine, sampling and `vllm serve` arguments hala writes.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+export HALA_VLLM_PYTHON := $(CURDIR)/$(VLLM_VENV)/bin/python
 
 .PHONY: install run test compile clean helm images locks locks-check
 
@@ -54,7 +59,13 @@ $(LIGHTEVAL_STAMP): $(STAMP)
 	$(LIGHTEVAL_VENV)/bin/pip install -q lighteval==0.13.0 -c $(LIGHTEVAL_VENV)/constraints.txt
 	touch $@
 
-test: install helm $(HALA_CHECKOV) $(LIGHTEVAL_STAMP)
+$(VLLM_STAMP): images/locks/vllm.txt images/vllm-reference.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python images/install_lock.py images/locks/vllm.txt --only images/vllm-reference.txt > $(VLLM_VENV)/install.log
+	touch $@
+
+test: install helm $(HALA_CHECKOV) $(LIGHTEVAL_STAMP) $(VLLM_STAMP)
 	# Both cores, a test file per worker at a time: a file's tests share its fixtures (a whole
 	# pipeline run, the built images). (Not loadgroup: with pytest 9.2 it groups nothing, pytest-xdist#1386.)
 	PATH="$$PATH:$(HELM_DIR)" $(BIN)/python -m pytest -q -ra -n auto --dist loadfile
@@ -75,4 +86,4 @@ compile: install
 	$(BIN)/hala compile --recipe $(RECIPE) --out $(RECIPE).pipeline.yaml
 
 clean:
-	rm -rf runs build .hala-cache .pytest_cache $(CHECKOV_VENV) $(LIGHTEVAL_VENV)
+	rm -rf runs build .hala-cache .pytest_cache $(CHECKOV_VENV) $(LIGHTEVAL_VENV) $(VLLM_VENV)

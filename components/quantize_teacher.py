@@ -5,7 +5,7 @@ from components import stage_component
 
 @stage_component("quantize")
 def quantize_teacher(recipe_json: str, tracking_uri: str, fp8_teacher: dsl.Output[dsl.Model]):
-    """Stage 1: compress the teacher to FP8 (llm-compressor) and gate on chrF against the original."""
+    """Stage 1a: compress the teacher to FP8 (llm-compressor, one checkpoint shard at a time)."""
     from pathlib import Path
 
     from hala.stages.quantize_teacher import quantize_teacher as run

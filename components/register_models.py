@@ -18,6 +18,7 @@ def register_models(
     merged: dsl.Input[list[dsl.Model]],
     evaluations: dsl.Input[list[dsl.Artifact]],
     summary: dsl.Output[dsl.Artifact],
+    gate: dsl.Input[dsl.Metrics] = None,
 ):
     """Stage 9: register teacher, translator and merged students with lineage; write the run summary."""
     from hala.storage import artifact_path
@@ -31,6 +32,7 @@ def register_models(
         tracking_uri,
         mlflow_run.metadata["run_id"],
         fp8_teacher=art(fp8_teacher),
+        gate=art(gate) if gate is not None else None,
         bilingual=art(bilingual),
         pairs=art(pairs),
         translator=art(translator),

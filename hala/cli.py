@@ -91,11 +91,15 @@ def compile_(
     out: Path = typer.Option(None, help="pipeline YAML to write (default: <recipe>.pipeline.yaml)"),
 ) -> None:
     """Write the pipeline YAML to upload in the Kubeflow UI."""
+    from hala.plan import PlanError
     from pipelines.translate_and_tune import compile_pipeline
 
     r = _recipe(recipe)
     target = out or Path(f"{r.name}.pipeline.yaml")
-    compile_pipeline(r, str(target))
+    try:
+        compile_pipeline(r, str(target))
+    except PlanError as err:  # the capacity plan: the stages that do not fit, with both numbers and a fix
+        _fail(str(err))
     if not r.tracking.tracking_uri:
         console.print("[yellow]note:[/yellow] the recipe sets no tracking.tracking_uri; pass tracking_uri when you start the run")
     console.print(f"wrote {target} (recipe {r.name}, hash {r.hash})")

@@ -52,13 +52,32 @@ class GenerationEngine(Protocol):
     def close(self) -> None: ...
 
 
+class EngineError(RuntimeError):
+    """No engine can run the model here as the recipe asks; the message says why and what to change."""
+
+
 def gpu_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
 
 
-def pick_backend(choice: str) -> str:
+def gpu_memory() -> int:
+    """Bytes of memory of the first GPU."""
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory
+
+
+def pick_backend(
+    choice: str, model_path: str | None = None, generation: Generation | None = None, *, prompt_tokens: int | None = None, scoring: bool = False
+) -> str:
+    """The backend for ``choice``: ``auto`` is vLLM on a GPU when the image has it, transformers on a CPU.
+
+    On a GPU without vLLM, ``auto`` takes transformers only for a model that the capacity plan finds
+    fits one GPU with transformers (``model_path`` and ``generation`` as the stage runs them);
+    otherwise it refuses rather than start a stage the plan sized for vLLM.
+    """
     if choice not in ENGINES:
         raise ValueError(f"unknown generation engine {choice!r}; use auto, transformers or vllm")
     if choice != "auto":
@@ -67,8 +86,19 @@ def pick_backend(choice: str) -> str:
         return "transformers"
     if importlib.util.find_spec("vllm") is not None:
         return "vllm"
-    # Said, not silent: on a GPU node transformers holds the whole model on one device (hala plan).
-    log.warning("engine auto: a GPU is present but vLLM is not installed in this image; generating with transformers on one GPU")
+    from hala.plan import GIB, transformers_need
+
+    what = f"{model_path} on transformers" if model_path else "this stage's model on transformers"
+    need, have = (transformers_need(model_path, generation or Generation(), prompt_tokens, scoring), gpu_memory()) if model_path else (None, None)
+    if need is None or need > have:
+        numbers = f" needs {need / GIB:.1f} GiB on one GPU, which has {have / GIB:.1f} GiB" if need is not None else " cannot be sized"
+        raise EngineError(
+            f"engine auto: this node has a GPU but this image has no vLLM, and {what}{numbers}; run the stage in the "
+            "hala-vllm image (hala plan sizes it for vLLM), or set engine: transformers to force one GPU"
+        )
+    # Said, not silent: the whole model on one device, as the plan's transformers rows count it.
+    log.warning("engine auto: a GPU is present but vLLM is not installed in this image; %s fits one GPU (%.1f of %.1f GiB)",
+                what, need / GIB, have / GIB)  # fmt: skip
     return "transformers"
 
 
@@ -182,6 +212,30 @@ def vllm_engine_args(generation: Generation) -> dict:
     return args
 
 
+def vllm_sampling_args(generation: Generation) -> dict:
+    """The SamplingParams hala gives vLLM to generate (greedy at temperature 0)."""
+    return {"temperature": generation.temperature, "max_tokens": generation.max_new_tokens}
+
+
+# Scoring (the judge's choices): one token generated, and each prompt token's own log-probability.
+VLLM_SCORING_SAMPLING = {"max_tokens": 1, "prompt_logprobs": 0}
+
+
+def recipe_vllm_arguments(recipe) -> dict[str, dict[str, dict]]:
+    """Every engine and sampling argument hala would give vLLM for ``recipe``, by recipe section."""
+    sections = {
+        "teacher.generation": recipe.teacher.generation,
+        "bootstrap.generation": recipe.bootstrap.generation,
+        "judge.generation": recipe.judge.generation,
+        "translator.generation": recipe.translator.generation,
+        "corpus.generation": recipe.corpus.generation,
+    }
+    return {
+        "engine_args": {where: vllm_engine_args(g) for where, g in sections.items()},
+        "sampling": {where: vllm_sampling_args(g) for where, g in sections.items()} | {"judge scoring": dict(VLLM_SCORING_SAMPLING)},
+    }
+
+
 class VLLMEngine:
     """GPU generation with vLLM: continuous batching and prefix caching for the shared prompt."""
 
@@ -207,7 +261,7 @@ class VLLMEngine:
     ) -> list[Completion]:
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=generation.temperature, max_tokens=generation.max_new_tokens)
+        params = SamplingParams(**vllm_sampling_args(generation))
         log.info("%s: %d conversations on vLLM", desc, len(conversations))
         outputs = self.llm.chat(list(conversations), params, use_tqdm=True, chat_template=self.chat_template)
         return [
@@ -231,7 +285,7 @@ class VLLMEngine:
         # prompt_logprobs=0: each prompt token's own log-probability and no others; the shared context is
         # computed once per conversation by prefix caching.
         log.info("%s: %d conversations x %d choices on vLLM", desc, len(conversations), len(choices))
-        outputs = self.llm.generate(requests, SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=True)
+        outputs = self.llm.generate(requests, SamplingParams(**VLLM_SCORING_SAMPLING), use_tqdm=True)
         flat = [
             sum(out.prompt_logprobs[n + k][t].logprob for k, t in enumerate(ids)) for out, (n, ids) in zip(outputs, spans, strict=True)
         ]
@@ -275,7 +329,7 @@ class LazyEngine:
 
 def load_engine(model_path: str, backend: str, generation: Generation, chat_template: str | None = None) -> GenerationEngine:
     """An engine for ``model_path``; ``chat_template`` (a recipe value) overrides the tokenizer's own."""
-    chosen = pick_backend(backend)
+    chosen = pick_backend(backend, model_path, generation)
     if chosen == "vllm":
         if importlib.util.find_spec("vllm") is None:
             raise RuntimeError("engine 'vllm' was asked for but the vllm package is not installed in this image")

@@ -22,6 +22,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 from hala.recipe import Generation, Recipe, Resources, Training, classify_ref
 
@@ -210,14 +211,53 @@ def model_shape(ref: str, revision: str | None = None) -> tuple[Shape, str]:
                 "run the plan where the hub is reachable"
             )
         return Shape(**known["shape"]), "shipped"
-    from hala.models import resolve_model
-
     try:
-        path = resolve_model(ref, revision)
-        config = json.loads(open(f"{path}/config.json", encoding="utf-8").read())
+        if kind == "s3":
+            from hala.storage import fetch_file, join_uri
+
+            # The config alone: the plan must not download the model it sizes.
+            config_file = str(fetch_file(join_uri(ref, "config.json")))
+        else:
+            from hala.models import resolve_model
+
+            config_file = f"{resolve_model(ref, revision)}/config.json"
+        config = json.loads(open(config_file, encoding="utf-8").read())
     except (OSError, ValueError) as err:
         raise PlanError(f"model {ref}: cannot read its config.json ({str(err).splitlines()[0]})") from None
     return shape_from_config(config), "local"
+
+
+# The hub's usual shard size (transformers' save_pretrained default before v5), assumed when a
+# checkpoint's files cannot be listed.
+HUB_SHARD = 5 * 10**9
+
+
+def largest_shard(ref: str, revision: str | None, shape: Shape) -> tuple[int, bool]:
+    """Bytes of the model's largest safetensors file, and whether they were measured (not assumed)."""
+    kind = classify_ref(ref)
+    if kind in ("local", "tiny"):
+        from hala.models import resolve_model
+
+        sizes = [f.stat().st_size for f in Path(resolve_model(ref, revision)).glob("*.safetensors")]
+        if sizes:
+            return max(sizes), True
+    elif kind == "s3":
+        from hala.storage import ObjectStore
+
+        sizes = [size for key, size in ObjectStore.from_env().list(ref) if key.endswith(".safetensors")]
+        if sizes:
+            return max(sizes), True
+    elif kind == "hub" and hub_reachable():
+        try:
+            from huggingface_hub import HfApi
+
+            info = HfApi().model_info(ref, revision=revision, files_metadata=True)
+            sizes = [f.size for f in info.siblings or [] if f.rfilename.endswith(".safetensors") and f.size]
+            if sizes:
+                return max(sizes), True
+        except Exception:  # noqa: BLE001 - gated, offline, timeouts: the assumption stands in
+            pass
+    return min(HUB_SHARD, shape.weight_bytes("bf16")), False
 
 
 def accelerator_memory(resources: Resources, where: str) -> int:
@@ -362,7 +402,7 @@ def _fix_generation(shape: Shape, dtype: str, tp: int, max_len: int, have: int, 
         return f"transformers puts the whole model on one GPU: run it on vLLM{more} (engine auto in the vllm image)"
     for t in (2, 4, 8, 16):
         if t > tp and sum(_vllm_need(shape, dtype, t, max_len).values()) <= have:
-            return f"set {where}.tensor_parallel_size to {t}" + ("" if dtype == "fp8" else ", or use an FP8 copy")
+            return f"set {where}.tensor_parallel_size to {t}"
     base = sum(v for k, v in _vllm_need(shape, dtype, tp, max_len).items() if not k.startswith("kv"))
     per_token = shape.kv_bytes(max_len, tp) / max_len
     room = int((have - base) / per_token) if have > base else 0
@@ -475,16 +515,18 @@ class _Planner:
     def quantize(self) -> None:
         teacher = self.recipe.teacher
         shape = self.shape(teacher.model, teacher.revision)
-        # llm-compressor loads the teacher in its own dtype on the CPU, quantizes it there (FP8_DYNAMIC
-        # needs no calibration data) and builds the compressed state dict to save.
-        parts = {"bf16 weights": shape.weight_bytes("bf16"), "compressed copy": shape.weight_bytes("fp8")}
-        row = Row("1. quantize teacher", teacher.model, "llm-compressor", "CPU", 1, sum(parts.values()), self.pod_have("quantize"), parts)
+        # llm-compressor's model-free path holds one checkpoint shard at a time: the shard as read,
+        # its quantized copy and the work tensors, which llm-compressor itself estimates at 2.5 times
+        # the shard when it cannot measure them.
+        shard, known = largest_shard(teacher.model, teacher.revision, shape)
+        parts = {f"largest shard x 2.5 ({'measured' if known else 'assumed 5 GB'})": int(2.5 * shard), "runtime": GPU_RESERVE}
+        row = Row("1a. quantize teacher", teacher.model, "llm-compressor", "CPU", 1, sum(parts.values()), self.pod_have("quantize"), parts)
         if not row.fits:
             row.fix = f"give cluster.resources.quantize.memory at least {math.ceil(row.need / GIB)}Gi"
         self.rows.append(row)
-        # The gate generates with the original and the FP8 copy in turn, in the quantize image.
+        # The gate serves the original, then the FP8 copy, in the vllm image: the original is the larger.
         g = teacher.generation
-        self.generation("1. FP8 gate (original)", teacher.model, teacher.revision, g, "teacher.generation", family="quantize", role="quantize")
+        self.generation("1b. FP8 gate (original)", teacher.model, teacher.revision, g, "teacher.generation", family="vllm", role="generation")
 
     def build(self) -> Plan:
         r, reuse = self.recipe, self.recipe.reuse
@@ -525,6 +567,23 @@ def this_machine() -> dict:
     except ImportError:
         pass
     return {"device": "CPU", "memory": host, "gpus": 0, "host_memory": host}
+
+
+def transformers_need(model_path: str, generation: Generation, prompt_tokens: int | None = None, scoring: bool = False) -> int:
+    """Bytes on one GPU for ``model_path`` on transformers in bf16, as the plan's transformers rows count them."""
+    shape = shape_from_config(json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8")))
+    prompt = prompt_tokens or generation.max_new_tokens
+    return sum(_transformers_need(shape, "bf16", generation.batch_size, prompt, generation.max_new_tokens, "GPU", scoring=scoring).values())
+
+
+def check_recipe(recipe: Recipe) -> Plan | None:
+    """The plan of a recipe's pods, raising PlanError naming every stage that does not fit; None when
+    the recipe sizes no pods (no ``cluster.resources``: a local run, planned for its machine by ``hala plan``)."""
+    if recipe.cluster is None or not recipe.cluster.resources:
+        return None
+    plan = plan_recipe(recipe)
+    plan.check()
+    return plan
 
 
 def plan_recipe(recipe: Recipe, local: dict | None = None) -> Plan:

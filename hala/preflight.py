@@ -174,6 +174,12 @@ def _check_tracking(uri: str) -> None:
     MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
+def _check_plan(recipe: Recipe) -> None:
+    from hala.plan import check_recipe
+
+    check_recipe(recipe)
+
+
 def _problem(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -209,6 +215,9 @@ def check_run(recipe: Recipe, tracking_uri: str | None) -> list[str]:
         checks.append((f"{where}: {uri}", lambda uri=uri: _check_reused(uri)))
     for where, check in _benchmark_checks(recipe):
         checks.append((where, check))
+    if recipe.cluster and recipe.cluster.resources:
+        # Again from inside the cluster, where the hub answers: the models' own configs, not the shipped facts.
+        checks.append(("capacity plan: every stage fits its pods", lambda: _check_plan(recipe)))
     passed, failed = [], []
     for name, check in checks:
         try:

@@ -178,14 +178,20 @@ def write_report(summary: dict, out_dir: Path, *, curves: dict | None = None) ->
         lines += ["", f"Held-out pairs: {translation['after'].get('pairs', 0):.0f}.", "", "![translator](translation.png)", ""]
         _translation_plot(plt, translation, out_dir / "translation.png")
     gate = metrics.get("fp8_gate", {})
-    if gate:
+    if "chrf_drop" in gate:
         lines += [
             "## FP8 teacher gate",
             "",
-            f"chrF of the original teacher {gate.get('chrf_original', 0):.2f}, of the FP8 copy {gate.get('chrf_fp8', 0):.2f} "
-            f"(drop {gate.get('chrf_drop', 0):.2f}) on {gate.get('gate_samples', 0):.0f} held-out pairs.",
+            f"chrF of the original teacher {gate['chrf_original']:.2f}, of the FP8 copy {gate['chrf_fp8']:.2f} "
+            f"(drop {gate['chrf_drop']:.2f}) on {gate['gate_samples']:.0f} held-out pairs.",
             "",
         ]
+        if gate.get("fp8_bytes"):
+            lines[-1:] = [
+                f"Weights: {gate['teacher_bytes'] / 1e9:.2f} GB -> {gate['fp8_bytes'] / 1e9:.2f} GB "
+                f"({gate['compression_ratio']:.2f}x smaller), compressed in {gate['quantize_seconds']:.0f} s.",
+                "",
+            ]
     stages = [(label, metrics[key]) for key, label in DATA_STAGES if metrics.get(key, {}).get("rows_in")]
     if stages:
         lines += ["## Data funnel", "", "| stage | rows in | kept | rejected (by reason) |", "|---|---|---|---|"]

@@ -7,7 +7,8 @@ from rich.table import Table
 
 # The few numbers per stage a person looks at first; everything else is in MLflow.
 KEY_METRICS = {
-    "quantize_teacher": ["chrf_original", "chrf_fp8", "chrf_drop"],
+    "quantize_teacher": ["compression_ratio", "quantize_seconds"],
+    "gate_teacher": ["chrf_original", "chrf_fp8", "chrf_drop"],
     "bootstrap_bilingual": ["rows_in", "rows_kept", "rows_rejected", "tokens_per_s"],
     "screen_pairs": ["screen_rows_in", "screen_survivors", "screen_pairs_per_s"],
     "judge_pairs": ["judged", "shards", "judge_tokens_per_s"],

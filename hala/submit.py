@@ -36,10 +36,11 @@ def submit_run(
     arguments = run_arguments(recipe, tracking_uri)
     if not arguments["tracking_uri"]:
         raise ValueError("no MLflow tracking URI: set tracking.tracking_uri in the recipe or pass --tracking-uri")
-    client = kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None)
     with tempfile.TemporaryDirectory(prefix="hala-submit-") as tmp:
         package = str(Path(tmp) / f"{recipe.name}.pipeline.yaml")
+        # Compiled (and so checked against the capacity plan) before the endpoint is contacted.
         compile_pipeline(recipe, package)
+        client = kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KF_PIPELINES_TOKEN") or None)
         result = client.create_run_from_pipeline_package(
             package,
             arguments=arguments,

@@ -60,7 +60,9 @@ def build_summary(
     checkpoints: list[Artifact],
     merged: list[Artifact],
     evaluations: list[Artifact],
+    gate: Artifact | None = None,
 ) -> dict:
+    """``gate``: the FP8 gate's scores (None for a reused teacher, checked when it was made)."""
     recipe = recipe_from_json(recipe_json)
     by_student: dict[str, dict] = {s.name: {} for s in recipe.students.models}
     reused = {uri: name for name, uri in recipe.reuse.students.items()}
@@ -105,7 +107,8 @@ def build_summary(
             "students": by_student,
         },
         "metrics": {
-            "fp8_gate": _numbers(fp8_teacher.metadata),
+            # The compression's figures (stage 1a) with the gate's scores (stage 1b).
+            "fp8_gate": _numbers(fp8_teacher.metadata) | (_numbers(gate.metadata) if gate else {}),
             "bootstrap": _numbers(bilingual.metadata),
             "filter": _numbers(pairs.metadata),
             "translator_training": _numbers(translator.metadata),

@@ -1,6 +1,6 @@
 """Install an image family's lock (images/locks/NAME.txt) into the running Python environment, exactly.
 
-    python3 install_lock.py LOCK [--torch-from DIR]
+    python3 install_lock.py LOCK [--torch-from DIR] [--only NAMES]
 
 Every package comes from the lock with its hash and without dependency resolution (``--no-deps``
 ``--require-hashes``), so the image holds what the lock says and nothing else. With ``--torch-from``
@@ -94,11 +94,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("lock", type=Path)
     parser.add_argument("--torch-from", type=Path, help="folder with a CPU torch wheel of the locked version")
+    parser.add_argument("--only", type=Path, help="a file of package names (one a line, # comments): install only these of the lock")
     args = parser.parse_args()
     pins = entries(args.lock.read_text(encoding="utf-8"))
     if not pins:
         raise SystemExit(f"install_lock: no pins in {args.lock}")
     keep = pins
+    if args.only:
+        names = {normalise(line.split("#")[0].strip()) for line in args.only.read_text(encoding="utf-8").splitlines()} - {""}
+        missing = sorted(names - {p["name"] for p in pins})
+        if missing:
+            raise SystemExit(f"install_lock: {args.only} names packages {args.lock} does not pin: {', '.join(missing)}")
+        keep = [p for p in pins if p["name"] in names]
     if args.torch_from:
         torch = [p["version"] for p in pins if p["name"] == "torch"]
         if torch:

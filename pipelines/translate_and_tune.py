@@ -12,6 +12,7 @@ from components.bootstrap_bilingual import bootstrap_bilingual, collect_bilingua
 from components.evaluate_student import evaluate_student
 from components.evaluate_translator import evaluate_translator
 from components.filter_parallel import collect_pairs, judge_pairs, screen_pairs
+from components.gate_teacher import gate_teacher
 from components.merge_student import merge_student
 from components.preflight import preflight
 from components.quantize_teacher import quantize_teacher
@@ -76,41 +77,49 @@ def build_pipeline(recipe: Recipe):
         def stage(component, **inputs):
             return component(**inputs, **common).after(opened)
 
-        def canary(worker_component, label: str, workers: int, gpus: int, **inputs):
+        def canary(worker_component, label: str, workers: int, gpus: int, after=None, **inputs):
             """Before several workers start, one task does the first shard and stops the run when too few
             of its rows survive (the stage's min_keep_rate): one pod learns what eight would. A single
             worker checks its own first shard instead, at no extra cost. Returns the task to wait for."""
             if workers < 2:
                 return None
             task = stage(worker_component, worker=CANARY, **inputs).set_display_name(f"{label} canary")
+            if after is not None:
+                task.after(after)
             return place(task, "generation", recipe, gpus)
 
-        def fan_out(worker_component, join_component, loop: str, workers: int, gpus: int, labels: tuple[str, str], **inputs):
+        def fan_out(worker_component, join_component, loop: str, workers: int, gpus: int, labels: tuple[str, str], after=None, **inputs):
             """Workers that each take every n-th shard (one GPU pod each on a cluster), after the canary,
-            then one task that joins their parts, checking every shard is there once. Returns the joining task."""
-            first = canary(worker_component, labels[0].removesuffix(" (worker)"), workers, gpus, **inputs)
+            then one task that joins their parts, checking every shard is there once. ``after``: a task that
+            must finish first without passing an output (the FP8 gate). Returns the joining task."""
+            first = canary(worker_component, labels[0].removesuffix(" (worker)"), workers, gpus, after, **inputs)
             with dsl.ParallelFor(list(range(workers)), name=loop) as worker:
                 part = stage(worker_component, worker=worker, **inputs).set_display_name(labels[0])
-                if first is not None:
-                    part.after(first)
+                if first is not None or after is not None:
+                    part.after(first if first is not None else after)
                 place(part, "generation", recipe, gpus)
             joined = stage(join_component, parts=dsl.Collected(part.outputs["part"])).set_display_name(labels[1])
             return place(joined, "light", recipe)
 
         # A stage whose output the recipe reuses is not run: KFP imports the given URI in its place.
         if reuse.fp8_teacher:
-            teacher = _reused(reuse.fp8_teacher, dsl.Model, "1. quantize teacher (FP8)")
+            teacher = _reused(reuse.fp8_teacher, dsl.Model, "1a. quantize teacher (FP8)")
             fp8_teacher = teacher.output
         else:
-            teacher = stage(quantize_teacher).set_display_name("1. quantize teacher (FP8)")
-            place(teacher, "quantize", recipe, tp["teacher"])
-            fp8_teacher = teacher.outputs["fp8_teacher"]
+            quantized = stage(quantize_teacher).set_display_name("1a. quantize teacher (FP8)")
+            # One GPU at most: llm-compressor quantizes a shard at a time, on the pod's GPU if it has one.
+            place(quantized, "quantize", recipe, 1)
+            fp8_teacher = quantized.outputs["fp8_teacher"]
+            # The gate serves both teachers in turn with the teacher's tensor parallelism, in the vLLM image;
+            # nothing reads the FP8 teacher before it has passed.
+            teacher = stage(gate_teacher, fp8_teacher=fp8_teacher).set_display_name("1b. FP8 gate (original vs FP8)")
+            place(teacher, "generation", recipe, tp["teacher"])
         if reuse.bilingual:
             bilingual = _reused(reuse.bilingual, dsl.Dataset, "2. bootstrap bilingual data").output
         else:
             boot = fan_out(
                 bootstrap_bilingual, collect_bilingual, "bootstrap-workers", recipe.bootstrap.shards.workers, tp["bootstrap"],
-                ("2. bootstrap bilingual data (worker)", "2. collect bilingual data"), fp8_teacher=fp8_teacher,
+                ("2. bootstrap bilingual data (worker)", "2. collect bilingual data"), after=teacher, fp8_teacher=fp8_teacher,
             )  # fmt: skip
             bilingual = boot.outputs["bilingual"]
         if reuse.pairs:
@@ -170,8 +179,11 @@ def build_pipeline(recipe: Recipe):
                 evaluate_student, student=student, checkpoint=checkpoint, merged=merged.outputs["merged"]
             ).set_display_name("8b. evaluate student")
             place(evaluated, "evaluation", recipe, 1)
+        # A reused teacher was checked when it was made: no gate ran here, and its scores are not repeated.
+        gated = {} if reuse.fp8_teacher else {"gate": teacher.outputs["gate"]}
         registered = register_models(
             fp8_teacher=fp8_teacher,
+            **gated,
             bilingual=bilingual,
             pairs=pairs,
             translator=translator,
@@ -190,7 +202,11 @@ def build_pipeline(recipe: Recipe):
 
 
 def compile_pipeline(recipe: Recipe, out_file: str) -> str:
+    """Write the pipeline YAML; a recipe whose pods cannot hold their stages (hala.plan) is refused first."""
     from kfp import compiler
 
+    from hala.plan import check_recipe
+
+    check_recipe(recipe)
     compiler.Compiler().compile(build_pipeline(recipe), package_path=out_file)
     return out_file

@@ -111,6 +111,8 @@ class RunChecks:
         assert gate["gate_samples"] == 30
         assert gate["chrf_original"] > 30  # the tiny teacher really translates
         assert gate["chrf_drop"] <= 2.0
+        # Stage 1a's figures travel with the gate's: the FP8 copy is smaller than the original.
+        assert gate["compression_ratio"] > 1.5 and gate["fp8_bytes"] < gate["teacher_bytes"]
         with safe_open(str(Path(summary["artifacts"]["fp8_teacher"]) / "model.safetensors"), "pt") as st:
             dtypes = {st.get_tensor(k).dtype for k in st.keys() if k.endswith("proj.weight")}
         assert dtypes == {torch.float8_e4m3fn}
@@ -161,7 +163,7 @@ class RunChecks:
         children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
         names = sorted(r.info.run_name for r in children)
         assert names == sorted(
-            ["quantize_teacher", "bootstrap_bilingual", "filter_parallel", "train_translator", "evaluate_translator", "translate_corpus"]
+            ["quantize_teacher", "gate_teacher", "bootstrap_bilingual", "filter_parallel", "train_translator", "evaluate_translator", "translate_corpus"]
             + ["bootstrap_bilingual[0]", "screen_pairs", "judge_pairs[0]", "judge_pairs[1]", "translate_corpus[0]", "translate_corpus[1]"]
             + ["judge_pairs[canary]", "translate_corpus[canary]"]  # two workers each: a canary shard first
             + [f"{stage}[{s}]" for s in ("nano-s", "nano-m") for stage in ("train_student", "merge_student", "evaluate_student")]

@@ -49,6 +49,17 @@ def test_compile_writes_pipeline_yaml(tmp_path):
     assert "tracking_uri" in proc.stderr  # the note that the recipe names no MLflow server
 
 
+def test_compile_refuses_a_recipe_whose_stage_does_not_fit_its_gpus(tmp_path):
+    data = yaml.safe_load(load_recipe("hala-9b").to_yaml())
+    data["students"]["training"].update(strategy="single", nodes=1, processes=1)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    proc = _hala("compile", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "p.yaml"))
+    assert proc.returncode == 2 and not (tmp_path / "p.yaml").exists()
+    line = " ".join(proc.stderr.split())  # rich wraps the one line at the terminal's width
+    assert "capacity plan: 1 stage(s) do not fit: 6. train hala-9b: QCRI/Fanar-1-9B-Instruct on trl single needs " in line
+    assert "the recipe gives 79.6 GiB" in line and "set students.training.strategy to fsdp over at least 4 GPUs" in line
+
+
 def test_recipes_lists_builtins():
     proc = _hala("recipes")
     assert proc.returncode == 0

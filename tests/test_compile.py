@@ -12,6 +12,7 @@ STAGES = {
     "preflight",
     "open-run",
     "quantize-teacher",
+    "gate-teacher",
     "bootstrap-bilingual",
     "collect-bilingual",
     "screen-pairs",
@@ -83,11 +84,25 @@ def test_a_canary_shard_runs_before_each_fan_out_of_several_workers(tmp_path):
         assert name in workers["dependentTasks"]
 
 
+def test_nothing_reads_the_fp8_teacher_before_the_gate_passed(tmp_path):
+    """The bootstrap reads the FP8 teacher from 1a's output, but runs only after 1b (the gate) succeeded; so does the judge."""
+    spec = _compile("hala-nano", tmp_path)
+    root = spec["root"]["dag"]["tasks"]
+    gate = root["gate-teacher"]
+    assert gate["inputs"]["artifacts"]["fp8_teacher"]["taskOutputArtifact"]["producerTask"] == "quantize-teacher"
+    by_label = {t["taskInfo"]["name"]: t for t in root.values()}
+    # hala-nano's bootstrap has one worker (inside its loop), the judge a canary before its workers.
+    assert "gate-teacher" in by_label["bootstrap-workers"]["dependentTasks"]
+    assert "gate-teacher" in by_label["3. filter: LLM judge canary"]["dependentTasks"]
+    register = root["register-models"]["inputs"]["artifacts"]
+    assert register["gate"]["taskOutputArtifact"] == {"outputArtifactKey": "gate", "producerTask": "gate-teacher"}
+
+
 FAMILY = {
     "preflight": "base", "open-run": "base", "screen-pairs": "base", "collect-pairs": "base",
     "collect-bilingual": "base", "collect-corpus": "base", "register-models": "base",
     "quantize-teacher": "quantize", "train-translator": "train", "train-student": "train",
-    "merge-student": "merge", "bootstrap-bilingual": "vllm", "judge-pairs": "vllm",
+    "merge-student": "merge", "gate-teacher": "vllm", "bootstrap-bilingual": "vllm", "judge-pairs": "vllm",
     "translate-corpus": "vllm", "evaluate-translator": "vllm", "evaluate-student": "vllm",
 }  # fmt: skip
 
@@ -104,7 +119,7 @@ def test_each_stage_runs_in_its_family_image_and_installs_nothing_at_start(tmp_p
 
 
 GPU_STAGES = {
-    "quantize-teacher", "bootstrap-bilingual", "judge-pairs", "train-translator", "evaluate-translator",
+    "quantize-teacher", "gate-teacher", "bootstrap-bilingual", "judge-pairs", "train-translator", "evaluate-translator",
     "translate-corpus", "train-student", "evaluate-student",
 }  # fmt: skip
 CPU_STAGES = STAGES - GPU_STAGES
@@ -171,6 +186,9 @@ def test_cluster_recipes_ask_for_gpus_nodes_and_secrets_by_name(tmp_path, monkey
             # Only preflight may start without a Secret: it is the task that reports one missing.
             assert {s["optional"] for s in k8s["secretAsEnv"]} == {task_name == "preflight"}
         assert _gpus(tasks["bootstrap-bilingual"][1]) == recipe.bootstrap.generation.tensor_parallel_size == 8
+        # llm-compressor quantizes a shard at a time on one GPU; the gate serves the 111B teacher with its tensor parallelism.
+        assert _gpus(tasks["quantize-teacher"][1]) == 1
+        assert _gpus(tasks["gate-teacher"][1]) == recipe.teacher.generation.tensor_parallel_size == 8
         assert tasks["open-run"][0]["dependentTasks"] == ["preflight"]
         students = recipe.students.training
         assert _gpus(tasks["train-student"][1]) == (0 if students.nodes > 1 else cluster.resources["training"].gpus)
@@ -179,7 +197,7 @@ def test_cluster_recipes_ask_for_gpus_nodes_and_secrets_by_name(tmp_path, monkey
 
 def _role_of(task_name):
     return {
-        "quantize-teacher": "quantize", "bootstrap-bilingual": "generation", "judge-pairs": "generation",
+        "quantize-teacher": "quantize", "gate-teacher": "generation", "bootstrap-bilingual": "generation", "judge-pairs": "generation",
         "translate-corpus": "generation", "train-translator": "training", "train-student": "training",
         "evaluate-translator": "evaluation", "evaluate-student": "evaluation",
     }[task_name]  # fmt: skip
@@ -223,7 +241,7 @@ def test_reused_outputs_replace_their_stages_with_importers(tmp_path):
     compile_pipeline(parse_recipe(data, "test"), str(out))
     spec = next(yaml.safe_load_all(out.read_text()))
     tasks = _all_tasks(spec)
-    gone = {"quantize-teacher", "translate-corpus", "collect-corpus", "train-student"}
+    gone = {"quantize-teacher", "gate-teacher", "translate-corpus", "collect-corpus", "train-student"}
     assert not gone & set(tasks)
     assert STAGES - gone <= set(tasks)
     importers = {e["importer"]["artifactUri"].get("constant", "(loop item)"): e["importer"]["typeSchema"]["schemaTitle"]

@@ -125,7 +125,7 @@ class TestContainerRun(RunChecks):
 # The family each component's image belongs to (by its function's name), and each stage's MLflow run.
 COMPONENT_FAMILY = {task.replace("-", "_"): family for task, family in FAMILY.items()}
 STAGE_RUN_FAMILY = {
-    "quantize_teacher": "quantize", "bootstrap_bilingual[0]": "vllm", "bootstrap_bilingual": "base",
+    "quantize_teacher": "quantize", "gate_teacher": "vllm", "bootstrap_bilingual[0]": "vllm", "bootstrap_bilingual": "base",
     "screen_pairs": "base", "judge_pairs[0]": "vllm", "judge_pairs[1]": "vllm", "filter_parallel": "base",
     "train_translator": "train", "evaluate_translator": "vllm", "translate_corpus[0]": "vllm",
     "translate_corpus[1]": "vllm", "translate_corpus": "base", "judge_pairs[canary]": "vllm", "translate_corpus[canary]": "vllm",

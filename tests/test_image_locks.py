@@ -116,3 +116,22 @@ def test_the_mlflow_server_image_is_named_by_the_version_it_holds():
     assert mlflow_image(LOCAL_REGISTRY) == f"localhost/hala-mlflow:{locked}"
     # The server and the pipeline's client agree, so their store schemas do.
     assert re.search(r"^mlflow==(\S+)", (LOCKS / "dev.txt").read_text(), re.M).group(1) == locked
+
+
+def test_the_vllm_reference_environment_names_only_what_the_vllm_lock_pins(tmp_path):
+    """.venv-vllm (make test) installs images/vllm-reference.txt from locks/vllm.txt: every name must be
+    pinned there, vLLM among them; torch comes from the CPU wheel instead, and no GPU package is named."""
+    import subprocess
+    import sys
+
+    lock = _install_lock()
+    pinned = {p["name"]: p["version"] for p in lock.entries((ROOT / "images" / "locks" / "vllm.txt").read_text())}
+    names = {lock.normalise(line.strip()) for line in (ROOT / "images" / "vllm-reference.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")}  # fmt: skip
+    assert names <= set(pinned) and pinned["vllm"] == "0.33.0" and "vllm" in names
+    assert not {n for n in names if n.startswith(("torch", "nvidia", "triton", "flashinfer", "cuda"))}
+    wrong = tmp_path / "names.txt"
+    wrong.write_text("vllm\nno-such-package\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "images" / "install_lock.py"), str(ROOT / "images" / "locks" / "vllm.txt"),
+                           "--only", str(wrong)], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1 and "names packages" in proc.stderr and "does not pin: no-such-package" in proc.stderr

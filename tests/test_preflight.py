@@ -77,3 +77,17 @@ def test_reused_outputs_are_checked_and_replace_their_stages_inputs(s3_env, tmp_
     passed = check_run(parse_recipe(data, "test"), None)
     assert f"reuse.translator: {translator}" in passed
     assert not any(line.startswith(("teacher.", "corpus.datasets")) for line in passed)
+
+
+def test_a_recipe_whose_stages_do_not_fit_its_pods_fails_preflight_with_the_plan(smoke_recipe):
+    data = yaml.safe_load(smoke_recipe.to_yaml())
+    # GPUs of 256 MiB: the tiny teacher's gate fits, the training of a student with AdamW does not.
+    gpu = {"accelerator_memory": "256Mi", "memory": "4Gi"}
+    data["cluster"] = {"resources": {role: dict(gpu) for role in ("quantize", "generation", "training", "evaluation")}}
+    data["students"]["training"]["batch_size"] = 64
+    with pytest.raises(PreflightError) as err:
+        check_run(parse_recipe(data, "test"), None)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("preflight: 1 of ")
+    assert lines[1].startswith("- capacity plan: every stage fits its pods: PlanError: capacity plan: ")
+    assert "6. train nano-s: tiny:student-s on trl single needs " in lines[1] and "the recipe gives 0.2 GiB" in lines[1]

@@ -10,7 +10,8 @@ SUMMARY = {
     "mlflow": {"tracking_uri": "sqlite:///unused.db", "parent_run_id": "run1"},
     "wall_time_s": 400.0,
     "metrics": {
-        "fp8_gate": {"chrf_original": 61.0, "chrf_fp8": 60.5, "chrf_drop": 0.5, "gate_samples": 30},
+        "fp8_gate": {"chrf_original": 61.0, "chrf_fp8": 60.5, "chrf_drop": 0.5, "gate_samples": 30,
+                     "teacher_bytes": 7.2e6, "fp8_bytes": 3.0e6, "compression_ratio": 2.4, "quantize_seconds": 1.7},
         "bootstrap": {"rows_in": 60, "rows_kept": 58, "rows_rejected": 2, "rejected_translation_cut_at_max_new_tokens": 2},
         "filter": {"rows_in": 180, "rows_kept": 165, "rows_rejected": 15, "rejected_untranslated_copy": 10, "rejected_judge_reject": 5},
         "corpus": {"rows_in": 0},
@@ -44,6 +45,8 @@ def test_report_tables_deltas_and_plots(tmp_path):
     assert "Evaluated without a chat template (the tokenizer has none): base." in report
     assert "Merge sweep (six-task average per slerp t): t=0.30: 55.0, t=0.50: 56.0 (chosen)." in report
     assert "| chrF | 2.50 | 13.50 |" in report
+    assert "chrF of the original teacher 61.00, of the FP8 copy 60.50 (drop 0.50) on 30 held-out pairs." in report
+    assert "Weights: 0.01 GB -> 0.00 GB (2.40x smaller), compressed in 2 s." in report
     assert "| parallel-pair filter | 180 | 165 | 15 (untranslated copy: 10, judge reject: 5) |" in report
     assert "corpus translation" not in report  # a stage with no rows is left out
     for plot in ("benchmarks_s1.png", "translation.png", "data_funnel.png", "loss_curves.png"):

@@ -52,6 +52,42 @@ def test_sft_refuses_data_without_assistant_turns(tiny, tmp_path):
         train_sft(tiny("student-s"), [], Training(), tmp_path)
 
 
+def test_shard_by_shard_fp8_equals_llm_compressors_oneshot(tiny, tmp_path):
+    """The reference: oneshot(QuantizationModifier(targets="Linear")) on the whole model in memory, as
+    llm-compressor's FP8 example does it. hala's shard-by-shard path must write the same checkpoint:
+    every tensor equal, the embeddings and LFM2's short convolutions left as they are."""
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from transformers import AutoModelForCausalLM
+
+    base = str(tiny("teacher"))  # LFM2: attention, short-convolution and feed-forward layers, tied embeddings
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+    oneshot(model=model, recipe=QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=["lm_head"]))
+    model.save_pretrained(str(tmp_path / "oneshot"), save_compressed=True)
+    figures = compress_fp8(base, tmp_path / "fp8", "FP8_DYNAMIC", ["lm_head"])
+    reference, ours = load_file(tmp_path / "oneshot" / "model.safetensors"), load_file(tmp_path / "fp8" / "model.safetensors")
+    assert set(ours) == set(reference)
+    assert [k for k in ours if ours[k].dtype != reference[k].dtype or not torch.equal(ours[k].float(), reference[k].float())] == []
+    fp8 = sorted(k for k, v in ours.items() if v.dtype == torch.float8_e4m3fn)
+    assert len(fp8) == 24 and "model.embed_tokens.weight" not in fp8 and "model.layers.0.conv.conv.weight" not in fp8
+    configs = [json.loads((tmp_path / d / "config.json").read_text())["quantization_config"] for d in ("oneshot", "fp8")]
+    # The same scheme on the same targets; hala names the kept non-Linear modules where oneshot knew their class.
+    assert [list(c["config_groups"].values())[0]["weights"]["strategy"] for c in configs] == ["channel", "channel"]
+    assert [list(c["config_groups"].values())[0]["targets"] for c in configs] == [["Linear"], ["Linear"]]
+    assert configs[1]["ignore"] == ["lm_head", "model.embed_tokens", "model.layers.0.conv.conv", "model.layers.2.conv.conv"]
+    assert figures["compression_ratio"] > 2 and figures["fp8_bytes"] == (tmp_path / "fp8" / "model.safetensors").stat().st_size
+    # The tokenizer and chat template travel with the weights.
+    assert {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} <= {p.name for p in (tmp_path / "fp8").iterdir()}
+
+
+def test_a_teacher_without_safetensors_is_refused_by_name(tiny, tmp_path):
+    folder = tmp_path / "bin-teacher"
+    shutil.copytree(tiny("teacher"), folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"bin-teacher: no \.safetensors weights"):
+        compress_fp8(str(folder), tmp_path / "fp8", "FP8_DYNAMIC", ["lm_head"])
+
+
 def test_fp8_weights_are_real_compressed_tensors(tiny, tmp_path):
     base = tiny("student-m")
     compress_fp8(base, tmp_path / "fp8", "FP8_DYNAMIC", ["lm_head"])
@@ -210,31 +246,26 @@ def test_fp8_copy_runs_on_a_gpu_and_predicts_like_the_original(tiny, tmp_path):
     assert agree >= 0.9, f"FP8 copy agrees on the next token {agree:.0%} of the time"
 
 
-def test_the_fp8_gate_refuses_a_damaged_copy_with_its_numbers(smoke_recipe, tmp_path, monkeypatch):
+def test_the_fp8_gate_refuses_a_damaged_copy_with_its_numbers(smoke_recipe, tiny, tmp_path):
     """The gate is a real comparison: an FP8 copy whose scales are off translates worse, and the stage stops."""
     import re
 
     from safetensors.torch import save_file
 
-    from hala.stages import quantize_teacher as stage
+    from hala.stages.gate_teacher import QualityGateError, gate_teacher
 
-    real = stage.compress_fp8
-
-    def damaged(model_path, out_dir, scheme, ignore):
-        real(model_path, out_dir, scheme, ignore)
-        path = Path(out_dir) / "model.safetensors"
-        with safe_open(str(path), "pt") as st:
-            tensors = {k: st.get_tensor(k) for k in st.keys()}
-            metadata = st.metadata()
-        # Every FP8 weight read at three times its size: the copy a wrong scale would make.
-        save_file({k: v * 3 if k.endswith(".weight_scale") else v for k, v in tensors.items()}, str(path), metadata=metadata)
-
-    monkeypatch.setattr(stage, "compress_fp8", damaged)
+    compress_fp8(str(tiny("teacher")), tmp_path / "fp8", "FP8_DYNAMIC", ["lm_head"])
+    path = tmp_path / "fp8" / "model.safetensors"
+    with safe_open(str(path), "pt") as st:
+        tensors = {k: st.get_tensor(k) for k in st.keys()}
+        metadata = st.metadata()
+    # Every FP8 weight read at three times its size: the copy a wrong scale would make.
+    save_file({k: v * 3 if k.endswith(".weight_scale") else v for k, v in tensors.items()}, str(path), metadata=metadata)
     # Ten of the smoke gate's pairs keep the test short; the gate is the stage's own.
     gate = smoke_recipe.teacher.gate_dataset.model_copy(update={"limit": 10})
     recipe = smoke_recipe.model_copy(update={"teacher": smoke_recipe.teacher.model_copy(update={"gate_dataset": gate})})
-    with pytest.raises(stage.QualityGateError) as caught:
-        stage.quantize_teacher(recipe, tmp_path / "fp8")
+    with pytest.raises(QualityGateError) as caught:
+        gate_teacher(recipe, str(tmp_path / "fp8"))
     found = re.fullmatch(
         r"FP8 teacher lost (\d+\.\d\d) chrF on 10 held-out pairs \((\d+\.\d\d) -> (\d+\.\d\d)\); teacher.max_chrf_drop is " + re.escape(str(smoke_recipe.teacher.max_chrf_drop)),
         str(caught.value),

@@ -78,3 +78,15 @@ def test_submit_needs_a_tracking_uri():
     assert run_arguments(recipe, "http://m:5000") == {"tracking_uri": "http://m:5000"}
     with pytest.raises(ValueError, match="no MLflow tracking URI"):
         submit_run(recipe, "http://127.0.0.1:9")
+
+
+def test_a_recipe_that_does_not_fit_its_pods_is_refused_before_the_endpoint_hears_of_it(kfp_api):
+    from hala.plan import PlanError
+    from hala.recipe import parse_recipe
+
+    host, calls = kfp_api
+    data = load_recipe("hala-nano").model_dump(mode="json")
+    data["teacher"]["generation"]["tensor_parallel_size"] = 1
+    with pytest.raises(PlanError, match=r"^capacity plan: 1 stage\(s\) do not fit: 1b\. FP8 gate \(original\): CohereLabs/command-a-translate-08-2025 on vllm needs "):
+        submit_run(parse_recipe(data, "one-gpu teacher"), host, tracking_uri="http://mlflow.mlflow:5000")
+    assert calls == []

@@ -7,6 +7,7 @@ vLLM needs a GPU to generate; these tests replace only the module, with the inte
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import types
 from dataclasses import dataclass, field
@@ -122,15 +123,31 @@ def test_vllm_choice_logprobs_sum_the_choice_tokens_after_the_prompt(stand_in_vl
     assert len(calls.generate[0]["requests"]) == 2
 
 
-def test_pick_backend_takes_vllm_on_a_gpu_and_says_when_it_cannot(monkeypatch, caplog):
+def test_pick_backend_takes_vllm_on_a_gpu_and_refuses_transformers_for_a_model_one_gpu_cannot_hold(monkeypatch, caplog, tiny):
     monkeypatch.setattr(engines, "gpu_available", lambda: True)
     monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: object() if name == "vllm" else None)
-    assert engines.pick_backend("auto") == "vllm"
-    assert engines.pick_backend("transformers") == "transformers"
+    model = str(tiny("teacher"))
+    generation = Generation(max_new_tokens=64, batch_size=8)
+    assert engines.pick_backend("auto", model, generation) == "vllm"
+    assert engines.pick_backend("transformers", model, generation) == "transformers"
+    # An image without vLLM on a GPU node (the quantize or train image, a workstation):
     monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(engines, "gpu_memory", lambda: 80 * 2**30)
     with caplog.at_level(logging.WARNING, logger="hala.engines"):
-        assert engines.pick_backend("auto") == "transformers"
-    assert "a GPU is present but vLLM is not installed in this image" in caplog.text
+        assert engines.pick_backend("auto", model, generation) == "transformers"  # a tiny model fits one GPU: said, then taken
+    assert f"{model} on transformers fits one GPU" in caplog.text
+    monkeypatch.setattr(engines, "gpu_memory", lambda: 2**20)
+    with pytest.raises(engines.EngineError) as refused:
+        engines.pick_backend("auto", model, generation)
+    assert re.fullmatch(
+        rf"engine auto: this node has a GPU but this image has no vLLM, and {re.escape(model)} on transformers needs \d+\.\d GiB on one GPU, "
+        r"which has 0\.0 GiB; run the stage in the hala-vllm image \(hala plan sizes it for vLLM\), or set engine: transformers to force one GPU",
+        str(refused.value),
+    ), str(refused.value)
+    # Without the model to size, auto does not guess; transformers asked for by name still runs.
+    with pytest.raises(engines.EngineError, match="this stage's model on transformers cannot be sized"):
+        engines.pick_backend("auto")
+    assert engines.pick_backend("transformers") == "transformers"
     monkeypatch.setattr(engines, "gpu_available", lambda: False)
     caplog.clear()
     assert engines.pick_backend("auto") == "transformers" and caplog.text == ""

@@ -14,7 +14,8 @@ from hala.benchmarks import TASKS, BadRow, Task, dataset_args, fixture_subsets, 
 from hala.corpora import read_pairs
 from hala.engines import load_engine, pick_backend
 from hala.metrics import translation_scores
-from hala.recipe import Evaluation, Recipe
+from hala.plan import EVAL_TOKENS
+from hala.recipe import Evaluation, Generation, Recipe
 from hala.translation import translate_texts
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ def evaluate_benchmarks(
     from lm_eval import simple_evaluate
 
     counts = counts if counts is not None else check_benchmark_data(evaluation)
-    lm = _lm_eval_model(model_path, pick_backend(engine), evaluation.batch_size)
+    backend = pick_backend(engine, model_path, Generation(max_new_tokens=1, batch_size=evaluation.batch_size), prompt_tokens=EVAL_TOKENS, scoring=True)
+    lm = _lm_eval_model(model_path, backend, evaluation.batch_size)
     # lighteval's rule: a tokenizer with a chat template is prompted through it.
     chat = getattr(lm.tokenizer, "chat_template", None) is not None
     configs = {
