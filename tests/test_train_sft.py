@@ -82,10 +82,32 @@ def test_a_tokenizer_without_template_needs_one_from_the_recipe(no_template, tmp
     assert AutoTokenizer.from_pretrained(tmp_path / "ok").chat_template == CHATML
 
 
-def test_a_template_without_assistant_markers_is_refused(no_template, tmp_path):
-    plain = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    with pytest.raises(ValueError, match="marks no assistant tokens"):
-        train_sft(no_template, CONVERSATIONS, Training(**TRAINING), tmp_path / "x", chat_template=plain)
+def test_a_template_trl_cannot_mark_trains_on_the_assistant_tokens_found_by_rendering(no_template, tmp_path):
+    """A template without markers that TRL has no training variant of (hala refused such models before):
+    the labels of the first batch hold exactly the assistant turns and their end-of-turn markers."""
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from tests.test_assistant_masks import OWN_TEMPLATE
+
+    seen = []
+
+    class FirstBatch(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            seen.append(next(iter(train_dataloader)))
+
+    tokenizer = AutoTokenizer.from_pretrained(no_template)
+    metrics = train_sft(no_template, CONVERSATIONS[:4], Training(**TRAINING, packing="never"), tmp_path / "own",
+                        chat_template=OWN_TEMPLATE, callbacks=[FirstBatch()])  # fmt: skip
+    assert metrics["train_steps"] > 0
+    batch = seen[0]
+    learned = [tokenizer.decode([t for t, label in zip(ids, labels) if label != -100]) for ids, labels in
+               zip(batch["input_ids"].tolist(), batch["labels"].tolist())]  # fmt: skip
+    answers = {" ".join(m["content"].split()) for c in CONVERSATIONS[:4] for m in c if m["role"] == "assistant"}
+    for text in learned:
+        # Only the answer and its end-of-turn marker: no system, user or "[BOT]" prompt token.
+        assert text.endswith(f"{tokenizer.eos_token}\n") and "[USER]" not in text and "[BOT]" not in text
+        assert " ".join(text.removesuffix(f"{tokenizer.eos_token}\n").split()) in answers
+    assert AutoTokenizer.from_pretrained(tmp_path / "own").chat_template == OWN_TEMPLATE
 
 
 def test_recipe_chat_template_must_be_a_name_or_jinja():

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hala.assistant_masks import tokenize_with_assistant_mask
 from hala.chat_templates import apply_chat_template
 from hala.recipe import Training
 
@@ -159,7 +160,8 @@ def train_sft(
     and a run that starts without local checkpoints (a new pod) resumes from the last one there.
     Returns the final training loss, the number of optimizer steps, whether conversations were
     packed, and throughput. Refuses an empty dataset, conversations without an
-    assistant turn, and a tokenizer without a chat template when the recipe gives none.
+    assistant turn, and a tokenizer without a chat template when the recipe gives none. The loss
+    covers the assistant's tokens only, whatever the template (:mod:`hala.assistant_masks`).
     """
     import torch
     from datasets import Dataset
@@ -170,7 +172,7 @@ def train_sft(
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     apply_chat_template(tokenizer, chat_template, base_model)
-    _check_generation_markers(tokenizer, base_model)
+    by_markers = _trl_marks_assistant_tokens(tokenizer)
     on_gpu = torch.cuda.is_available()
     # float32 master weights; on GPU, bf16 autocast does the arithmetic.
     attention = {} if training.attention == "default" else {"attn_implementation": training.attention}
@@ -186,7 +188,9 @@ def train_sft(
         warmup_steps=int(training.warmup_ratio * steps_per_epoch * training.epochs),
         max_length=training.max_length,
         seed=training.seed,
-        assistant_only_loss=True,
+        # TRL masks by the template's {% generation %} markers (its own, or those of the training
+        # variant it has of the template); otherwise the rows come with their masks already.
+        assistant_only_loss=by_markers,
         # Best-fit-decreasing packing: whole conversations fill each max_length row, none is cut in
         # two, and the batch carries no padding (position ids mark where each one starts).
         packing=packing,
@@ -202,7 +206,12 @@ def train_sft(
         dataloader_num_workers=0,
         **_fsdp_settings(training),
     )
-    dataset = Dataset.from_list([{"messages": list(c)} for c in conversations])
+    if by_markers:
+        dataset = Dataset.from_list([{"messages": list(c)} for c in conversations])
+    else:
+        log.info("chat template of %s has no {%% generation %%} markers and TRL has no training variant of it: "
+                 "the assistant's tokens are found by rendering each conversation prefix by prefix", base_model)  # fmt: skip
+        dataset = Dataset.from_list([tokenize_with_assistant_mask(tokenizer, c) for c in conversations])
     mlflow = sys.modules.get("mlflow")  # a run can only be open where mlflow was imported
     if mlflow_run_id is None and mlflow is not None and mlflow.active_run() is not None:
         mlflow_run_id = mlflow.active_run().info.run_id
@@ -304,21 +313,17 @@ class _CheckpointUpload:
         return Callback()
 
 
-def _check_generation_markers(tokenizer, model: str) -> None:
-    """Loss on assistant tokens needs to know where they are: ``{% generation %}`` blocks, or a template TRL can mark."""
+def _trl_marks_assistant_tokens(tokenizer) -> bool:
+    """Whether TRL can find the assistant's tokens itself: ``{% generation %}`` blocks in the template,
+    or a training variant TRL keeps for a template it recognises (LFM2's, Qwen2.5's and others)."""
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
     if has_generation_markers(tokenizer.chat_template):
-        return
+        return True
     try:
-        patched = get_training_chat_template(tokenizer)
-    except ValueError:
-        patched = None
-    if patched is None:
-        raise ValueError(
-            f"chat template of {model} marks no assistant tokens ({{% generation %}} blocks), so the loss cannot be "
-            "limited to them; set chat_template in its recipe section (e.g. 'chatml')"
-        )
+        return get_training_chat_template(tokenizer) is not None
+    except ValueError:  # a template TRL does not know
+        return False
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
