@@ -109,7 +109,9 @@ class RunChecks:
         _, summary = any_run
         gate = summary["metrics"]["fp8_gate"]
         assert gate["gate_samples"] == 30
-        assert gate["chrf_original"] > 30  # the tiny teacher really translates
+        # The gate's rows are held out of the tiny teacher's training (hala.tiny.HELD_OUT): it translates
+        # some of them, and neither copy can score the 100 of rows learnt by heart.
+        assert 5 < gate["chrf_original"] < 60 and 5 < gate["chrf_fp8"] < 60
         assert gate["chrf_drop"] <= 2.0
         # Stage 1a's figures travel with the gate's: the FP8 copy is smaller than the original.
         assert gate["compression_ratio"] > 1.5 and gate["fp8_bytes"] < gate["teacher_bytes"]

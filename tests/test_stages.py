@@ -152,12 +152,12 @@ def test_batched_generation_keeps_order_and_matches_one_at_a_time(tiny):
     from hala.recipe import Generation
 
     engine = TransformersEngine(tiny("teacher"))
-    texts = ["The printer is not working.", "Good morning.", "We watched the match online.", "I forgot my password again."]
+    texts = ["It is very hot today.", "Good morning.", "We watched the match online.", "I forgot my password again."]
     convs = [[{"role": "user", "content": f"Translate from English to Arabic: {t}"}] for t in texts]
     batched = engine.chat(convs, Generation(max_new_tokens=32, batch_size=4))
     single = [engine.chat([c], Generation(max_new_tokens=32, batch_size=1))[0] for c in convs]
     assert batched == single
-    assert batched[0] == "الطابعة لا تعمل."  # the tiny teacher learned this bundled pair
+    assert batched[0] == "الجو حار جدًا اليوم."  # the tiny teacher learned this bundled pair (row 1, not held out)
 
 
 def test_tiny_judge_verdicts_are_parsed_and_reject_untranslated_copies(tiny):
@@ -246,6 +246,16 @@ def test_fp8_copy_runs_on_a_gpu_and_predicts_like_the_original(tiny, tmp_path):
     assert agree >= 0.9, f"FP8 copy agrees on the next token {agree:.0%} of the time"
 
 
+def test_the_smoke_gate_and_translator_evaluation_read_only_rows_the_tiny_teacher_never_saw(smoke_recipe):
+    from hala.corpora import read_pairs
+    from hala.tiny import HELD_OUT, teacher_pairs
+
+    for ds in (smoke_recipe.teacher.gate_dataset, smoke_recipe.translator.eval_dataset):
+        assert ds.skip >= HELD_OUT
+        pairs = read_pairs(ds, "en", "ar")
+        assert len(pairs) == 30 and not set(pairs) & set(teacher_pairs())
+
+
 def test_the_fp8_gate_refuses_a_damaged_copy_with_its_numbers(smoke_recipe, tiny, tmp_path):
     """The gate is a real comparison: an FP8 copy whose scales are off translates worse, and the stage stops."""
     import re
@@ -259,8 +269,9 @@ def test_the_fp8_gate_refuses_a_damaged_copy_with_its_numbers(smoke_recipe, tiny
     with safe_open(str(path), "pt") as st:
         tensors = {k: st.get_tensor(k) for k in st.keys()}
         metadata = st.metadata()
-    # Every FP8 weight read at three times its size: the copy a wrong scale would make.
-    save_file({k: v * 3 if k.endswith(".weight_scale") else v for k, v in tensors.items()}, str(path), metadata=metadata)
+    # Every FP8 weight read at a third of its size: the copy a wrong scale would make. (At three times its
+    # size the tiny teacher's norms absorb most of it: 2.14 chrF lost on the 30 held-out pairs.)
+    save_file({k: v * 0.3 if k.endswith(".weight_scale") else v for k, v in tensors.items()}, str(path), metadata=metadata)
     # Ten of the smoke gate's pairs keep the test short; the gate is the stage's own.
     gate = smoke_recipe.teacher.gate_dataset.model_copy(update={"limit": 10})
     recipe = smoke_recipe.model_copy(update={"teacher": smoke_recipe.teacher.model_copy(update={"gate_dataset": gate})})
