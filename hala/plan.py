@@ -304,6 +304,9 @@ class Row:
 class Plan:
     rows: list[Row]
     sources: dict[str, str]  # model -> where its config came from
+    # Models whose config could not be read here, with the reason (a lenient plan only): their stages
+    # are not sized, and the pipeline's preflight, in the cluster, sizes them.
+    unsized: dict[str, str] = field(default_factory=dict)
 
     @property
     def refused(self) -> list[Row]:
@@ -315,7 +318,7 @@ class Plan:
             raise PlanError(f"capacity plan: {len(lines)} stage(s) do not fit: " + " | ".join(lines))
 
     def to_dict(self) -> dict:
-        return {"rows": [asdict(r) | {"fits": r.fits} for r in self.rows], "sources": self.sources}
+        return {"rows": [asdict(r) | {"fits": r.fits} for r in self.rows], "sources": self.sources, "unsized": self.unsized}
 
 
 def _vllm_need(shape: Shape, dtype: str, tp: int, max_len: int) -> dict[str, int]:
@@ -425,14 +428,22 @@ def _fix_training(shape: Shape, training: Training, world: int, have: int, where
 
 
 class _Planner:
-    def __init__(self, recipe: Recipe, local: dict | None):
+    def __init__(self, recipe: Recipe, local: dict | None, lenient: bool = False):
         self.recipe = recipe
         self.local = local  # {"device": "GPU"|"CPU", "memory": bytes, "gpus": n} when planning for this machine
+        self.lenient = lenient
         self.rows: list[Row] = []
         self.sources: dict[str, str] = {}
+        self.unsized: dict[str, str] = {}
 
-    def shape(self, ref: str, revision: str | None) -> Shape:
-        shape, source = model_shape(ref, revision)
+    def shape(self, ref: str, revision: str | None) -> Shape | None:
+        try:
+            shape, source = model_shape(ref, revision)
+        except PlanError as err:
+            if not self.lenient:
+                raise
+            self.unsized[ref] = str(err)
+            return None
         self.sources[ref] = source
         return shape
 
@@ -468,6 +479,8 @@ class _Planner:
                    family: str, role: str, dtype: str = "bf16", prompt_tokens: int | None = None, label: str | None = None,
                    scoring: bool = False) -> None:  # fmt: skip
         shape = self.shape(ref, revision)
+        if shape is None:
+            return
         engine = self.engine(family)
         device = "GPU" if self.on_gpu() else "CPU"
         have = self.gpu_have(role) if device == "GPU" else self.pod_have(role)
@@ -491,6 +504,8 @@ class _Planner:
 
     def training(self, stage: str, ref: str, revision: str | None, training: Training, where: str) -> None:
         shape = self.shape(ref, revision)
+        if shape is None:
+            return
         device = "GPU" if self.on_gpu() else "CPU"
         resources, res_where = self.resources("training")
         per_node = training.processes or (resources.gpus if resources and resources.gpus else 0) or (self.local or {}).get("gpus") or 1
@@ -515,6 +530,8 @@ class _Planner:
     def quantize(self) -> None:
         teacher = self.recipe.teacher
         shape = self.shape(teacher.model, teacher.revision)
+        if shape is None:
+            return
         # llm-compressor's model-free path holds one checkpoint shard at a time: the shard as read,
         # its quantized copy and the work tensors, which llm-compressor itself estimates at 2.5 times
         # the shard when it cannot measure them.
@@ -551,7 +568,7 @@ class _Planner:
             evaluation = Generation(max_new_tokens=1, batch_size=r.evaluation.batch_size, max_model_len=None)
             self.generation(f"8. evaluate {student.name}", student.base, student.revision, evaluation, "evaluation",
                             family="vllm", role="evaluation", prompt_tokens=EVAL_TOKENS, scoring=True)  # fmt: skip
-        return Plan(self.rows, {k: v for k, v in self.sources.items() if v})
+        return Plan(self.rows, {k: v for k, v in self.sources.items() if v}, self.unsized)
 
 
 def this_machine() -> dict:
@@ -576,18 +593,23 @@ def transformers_need(model_path: str, generation: Generation, prompt_tokens: in
     return sum(_transformers_need(shape, "bf16", generation.batch_size, prompt, generation.max_new_tokens, "GPU", scoring=scoring).values())
 
 
-def check_recipe(recipe: Recipe) -> Plan | None:
+def check_recipe(recipe: Recipe, lenient: bool = False) -> Plan | None:
     """The plan of a recipe's pods, raising PlanError naming every stage that does not fit; None when
-    the recipe sizes no pods (no ``cluster.resources``: a local run, planned for its machine by ``hala plan``)."""
+    the recipe sizes no pods (no ``cluster.resources``: a local run, planned for its machine by ``hala plan``).
+
+    ``lenient`` (compile and submit, which may run where the hub or the bucket does not answer):
+    a model whose config cannot be read here leaves its stages unsized (``Plan.unsized``) instead
+    of failing; the pipeline's preflight sizes them in the cluster.
+    """
     if recipe.cluster is None or not recipe.cluster.resources:
         return None
-    plan = plan_recipe(recipe)
+    plan = plan_recipe(recipe, lenient=lenient)
     plan.check()
     return plan
 
 
-def plan_recipe(recipe: Recipe, local: dict | None = None) -> Plan:
+def plan_recipe(recipe: Recipe, local: dict | None = None, lenient: bool = False) -> Plan:
     """The plan of every stage; a recipe without a cluster section is planned for this machine."""
     if recipe.cluster is None and local is None:
         local = this_machine()
-    return _Planner(recipe, local).build()
+    return _Planner(recipe, local, lenient).build()

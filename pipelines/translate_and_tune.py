@@ -202,11 +202,19 @@ def build_pipeline(recipe: Recipe):
 
 
 def compile_pipeline(recipe: Recipe, out_file: str) -> str:
-    """Write the pipeline YAML; a recipe whose pods cannot hold their stages (hala.plan) is refused first."""
+    """Write the pipeline YAML; a recipe whose pods cannot hold their stages (hala.plan) is refused first.
+
+    A model whose config cannot be read from here (no hub, no bucket) is said and left to the
+    pipeline's preflight, which sizes it from inside the cluster.
+    """
+    import logging
+
     from kfp import compiler
 
     from hala.plan import check_recipe
 
-    check_recipe(recipe)
+    plan = check_recipe(recipe, lenient=True)
+    for ref, reason in (plan.unsized if plan else {}).items():
+        logging.getLogger("hala.plan").warning("capacity plan: %s is not sized here (%s); the pipeline's preflight sizes it", ref, reason)
     compiler.Compiler().compile(build_pipeline(recipe), package_path=out_file)
     return out_file

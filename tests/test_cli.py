@@ -60,6 +60,18 @@ def test_compile_refuses_a_recipe_whose_stage_does_not_fit_its_gpus(tmp_path):
     assert "the recipe gives 79.6 GiB" in line and "set students.training.strategy to fsdp over at least 4 GPUs" in line
 
 
+def test_compile_leaves_a_model_it_cannot_read_to_preflight_and_says_so(tmp_path):
+    data = yaml.safe_load(load_recipe("hala-nano").to_yaml())
+    data["judge"]["model"] = "acme/unknown-judge"  # neither shipped nor reachable from here
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    proc = _hala("compile", "--recipe", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "p.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "p.yaml").exists()
+    line = " ".join(proc.stderr.split())
+    assert "capacity plan: acme/unknown-judge is not sized here (model acme/unknown-judge: its config.json could not be read" in line
+    assert "the pipeline's preflight sizes it" in line
+
+
 def test_recipes_lists_builtins():
     proc = _hala("recipes")
     assert proc.returncode == 0
