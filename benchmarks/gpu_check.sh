@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The GPU checks, in one short run on a CUDA machine whose Python already has torch, transformers
-# and accelerate: the tests marked gpu (FSDP under torchrun, the FP8 copy on the GPU), the SFT
-# tests, and the packing benchmark at a GPU-sized model. Missing packages come as wheels in .whl/.
+# and accelerate: the tests marked gpu (FSDP under torchrun over 2 ranks when there are 2 GPUs,
+# else 1; the FP8 copy's next-token agreement with the original), the SFT tests, FP8 against BF16
+# matrix products at the teacher's layer shapes (torch's scaled matmul), and the packing benchmark
+# at a GPU-sized model. Missing packages come as wheels in .whl/.
 #   bash benchmarks/gpu_check.sh                      # every check
 #   GPU_CHECKS="devices versions" bash benchmarks/gpu_check.sh
 # Each check's output goes to the log, and its exit code to the JSON, both under $OUT
 # (default benchmarks/results/gpu_check/); the script exits 1 when any check failed.
 set -u -o pipefail
 OUT=${OUT:-benchmarks/results/gpu_check}
-CHECKS=${GPU_CHECKS:-devices versions pytest packing}
+CHECKS=${GPU_CHECKS:-devices versions pytest gemm packing}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 LOG="$OUT/gpu_check.log"
@@ -35,6 +37,10 @@ check_pytest() {
   fi
   return "$status"
 }
+check_gemm() {
+  # Command A's four linear layers at 4,096 and 16,384 batched tokens; fails on a wrong FP8 result.
+  timeout 300 python3 benchmarks/fp8_gemm.py --out "$OUT/fp8_gemm.json"
+}
 check_packing() {
   local attention status=0
   for attention in sdpa flex_attention; do
@@ -48,7 +54,7 @@ declare -A RESULT
 failed=0
 for name in $CHECKS; do
   if ! declare -F "check_$name" >/dev/null; then
-    echo "gpu_check: unknown check $name (known: devices versions pytest packing)" | tee -a "$LOG" >&2
+    echo "gpu_check: unknown check $name (known: devices versions pytest gemm packing)" | tee -a "$LOG" >&2
     RESULT[$name]=127
     failed=1
     continue

@@ -109,8 +109,10 @@ def compile_(
 def plan_(
     recipe: str = typer.Option(..., help="built-in recipe name or a recipe .yaml file"),
     json_out: Path = typer.Option(None, "--json", help="also write the plan (every row and its parts) to this file"),
+    tokens: bool = typer.Option(True, help="also measure the tokens each stage reads and generates (reads the first rows of its data)"),
 ) -> None:
-    """The capacity plan: memory each stage needs per GPU and per pod, against what the recipe gives it."""
+    """The capacity plan: memory each stage needs per GPU and per pod, against what the recipe gives it,
+    and the size of the job: rows and tokens each model stage reads and generates."""
     import json
 
     from rich.table import Table
@@ -131,9 +133,17 @@ def plan_(
         verdict = "[green]fits[/green]" if row.fits else "[red]does not fit[/red]"
         table.add_row(escape(row.stage), escape(row.model), row.engine, devices, f"{row.need / GIB:.1f} GiB", have, verdict)
     # Wide enough for the hub ids when the output is a file or a pipe (rich assumes 80 columns there).
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    wide = Console(width=None if sys.stdout.isatty() else 160)
+    wide.print(table)
+    size = None
+    if tokens:
+        from hala.job_size import estimate
+
+        size = estimate(r)
+        wide.print(_job_size_table(r.name, size))
+        console.print(size.summary(), highlight=False, soft_wrap=True)
     if json_out:
-        json_out.write_text(json.dumps(plan.to_dict(), indent=2))
+        json_out.write_text(json.dumps(plan.to_dict() | ({"tokens": size.to_dict()} if size else {}), indent=2))
     shipped = sorted(m for m, source in plan.sources.items() if source == "shipped")
     if shipped:
         console.print(f"configs shipped with hala (the hub did not answer): {', '.join(shipped)}", highlight=False, soft_wrap=True)
@@ -142,6 +152,28 @@ def plan_(
             console.print(f"[red]does not fit:[/red] {escape(row.refusal())}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"plan: all {len(plan.rows)} stages fit")
+
+
+def _job_size_table(name: str, size):
+    from rich.table import Table
+
+    from hala.job_size import count_text as _count
+
+    table = Table(title=f"job size: {name} (per row: the mean over the first rows, with each stage model's tokenizer)")
+    for column in ("stage", "model / dataset", "rows", "per row: requests / prompt / generated", "tokens generated", "how"):
+        table.add_column(column, justify="left" if column in ("stage", "model / dataset", "how") else "right")
+
+    def row(work, stage: str) -> None:
+        per_row = " / ".join(f"{v:.1f}" if v is not None else "-" for v in (work.requests, work.prompt, work.generated))
+        how = "; ".join(x for x in (work.rows_from, f"{work.sampled} rows measured" if work.sampled else "", work.note) if x)
+        table.add_row(escape(stage), escape(work.model), _count(work.rows), per_row, _count(work.total("generated")), escape(how))
+
+    for work in size.works:
+        row(work, work.stage)
+        if len(work.parts) > 1:
+            for part in work.parts:
+                row(part, "")
+    return table
 
 
 @app.command("preflight")

@@ -210,12 +210,13 @@ class ObjectStore:
         log.info("uploaded %s to %s: %d files, %d bytes, %d already there", local, uri, result.files, result.bytes, result.skipped)
         return result
 
-    def download_dir(self, uri: str, local: Path, workers: int = 4) -> Transfer:
-        """Download every object under the prefix ``uri`` into ``local``; files already there are skipped."""
+    def download_dir(self, uri: str, local: Path, workers: int = 4, include: Callable[[str], bool] | None = None) -> Transfer:
+        """Download every object under the prefix ``uri`` (those whose relative name ``include``
+        accepts, if given) into ``local``; files already there are skipped."""
         local = Path(local)
-        objects = list(self.list(uri))
+        objects = [(name, size) for name, size in self.list(uri) if include is None or include(name)]
         if not objects:
-            raise StorageError(f"{uri}: no objects under this prefix at {self.endpoint}")
+            raise StorageError(f"{uri}: no objects{' to download' if include else ''} under this prefix at {self.endpoint}")
         jobs = [(size, lambda name=name: self.download_file(join_uri(uri, name), local / name)) for name, size in objects]
         result = _transfer(f"download of {uri}", jobs, workers)
         log.info("downloaded %s to %s: %d files, %d bytes, %d already there", uri, local, result.files, result.bytes, result.skipped)
@@ -282,11 +283,12 @@ def fetch_file(uri: str) -> Path:
     return target
 
 
-def fetch_dir(uri: str) -> Path:
-    """A local copy of every object under the prefix ``uri`` (a model folder, a checkpoint)."""
+def fetch_dir(uri: str, include: Callable[[str], bool] | None = None) -> Path:
+    """A local copy of every object under the prefix ``uri`` (a model folder, a checkpoint), or of
+    those whose relative name ``include`` accepts (a model's tokenizer files)."""
     bucket, key = split_uri(uri)
     target = cache_dir() / bucket / key
-    ObjectStore.from_env().download_dir(uri, target)
+    ObjectStore.from_env().download_dir(uri, target, include=include)
     return target
 
 

@@ -53,6 +53,30 @@ def _encode(item: Item) -> object:
     return [dataset, row.row, row.messages]
 
 
+def plan_turns(
+    messages: Sequence[dict], job: TranslationJob, budget: Budget, checks: Filters, languages: Languages
+) -> list[tuple[dict, Plan | None]]:
+    """Each turn of a conversation with the pieces it is sent to the model in (None: kept as it is;
+    dropped system turns are left out). Raises UnfaithfulTranslation for a turn the stage rejects.
+    The stages and the job-size estimate (:mod:`hala.job_size`) both cut conversations here."""
+    turns: list[tuple[dict, Plan | None]] = []
+    for i, message in enumerate(messages):
+        if message["role"] not in ROLES:  # a tool or function turn the dataset keeps: data, not language
+            turns.append((message, None))
+            continue
+        if message["role"] == "system" and job.system_prompt != "translate":
+            if job.system_prompt == "keep":
+                turns.append((message, None))
+            continue
+        if len(message["content"]) > job.max_turn_chars:
+            raise UnfaithfulTranslation(f"turn too long: {len(message['content'])} chars > {job.max_turn_chars} (turn {i})")
+        problem = source_problem(message["content"], checks, languages.source)
+        if problem:
+            raise UnfaithfulTranslation(f"{problem} (turn {i})")
+        turns.append((message, plan_text(message["content"], budget)))
+    return turns
+
+
 def _translate_shard(
     items: list[Item], engine: GenerationEngine, prompt: str, job: TranslationJob, languages: Languages
 ) -> tuple[list[dict], list[dict], int]:
@@ -66,22 +90,8 @@ def _translate_shard(
         if isinstance(row, BadRow):
             rejected.append(row.reject(dataset))
             continue
-        turns: list[tuple[dict, Plan | None]] = []
         try:
-            for i, message in enumerate(row.messages):
-                if message["role"] not in ROLES:  # a tool or function turn the dataset keeps: data, not language
-                    turns.append((message, None))
-                    continue
-                if message["role"] == "system" and job.system_prompt != "translate":
-                    if job.system_prompt == "keep":
-                        turns.append((message, None))
-                    continue
-                if len(message["content"]) > job.max_turn_chars:
-                    raise UnfaithfulTranslation(f"turn too long: {len(message['content'])} chars > {job.max_turn_chars} (turn {i})")
-                problem = source_problem(message["content"], checks, languages.source)
-                if problem:
-                    raise UnfaithfulTranslation(f"{problem} (turn {i})")
-                turns.append((message, plan_text(message["content"], budget)))
+            turns = plan_turns(row.messages, job, budget, checks, languages)
         except UnfaithfulTranslation as err:
             rejected.append({"dataset": dataset, "row": row.row, "source_messages": row.messages, "reason": str(err)})
             continue

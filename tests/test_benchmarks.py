@@ -295,3 +295,29 @@ def test_gpu_check_exits_non_zero_when_a_check_fails(tmp_path, stub_exit, script
     assert json.loads((tmp_path / "out" / "gpu_check.json").read_text()) == {"devices": stub_exit}
     assert "NVIDIA H100 80GB HBM3" in (tmp_path / "out" / "gpu_check.log").read_text()
     assert ("every check passed" if script_exit == 0 else "a check FAILED") in done.stdout
+
+
+@pytest.mark.parametrize("max_error", [0.08, 0.0])
+def test_fp8_gemm_measures_the_teachers_layers_and_fails_on_a_wrong_product(tmp_path, max_error):
+    from hala.plan import shipped_models
+
+    out = tmp_path / "fp8_gemm.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fp8_gemm.py"), "--device", "cpu", "--scale", "96", "--tokens", "32",
+         "--iters", "1", "--max-error", str(max_error), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    config = shipped_models()["CohereLabs/command-a-translate-08-2025"]["config"]
+    # Command A: 96 query and 8 KV heads of 128, hidden 12,288, intermediate 36,864, each divided by 96.
+    assert config["hidden_size"] // 96 == 128 and config["intermediate_size"] // 96 == 384
+    assert {r["layer"]: (r["in"], r["out"]) for r in result["results"]} == {
+        "qkv_proj": (128, 144), "o_proj": (128, 128), "gate_up_proj": (128, 768), "down_proj": (384, 128),
+    }  # fmt: skip
+    # FP8 with per-token and per-channel scales is a few percent off bf16, never zero, never far.
+    assert all(0.01 < r["relative_error"] < 0.08 for r in result["results"]), result["results"]
+    if max_error:
+        assert done.returncode == 0 and result["failed"] == [], done.stderr
+    else:
+        assert done.returncode == 1 and len(result["failed"]) == 4
+        assert "fp8_gemm: FAILED: qkv_proj at 32 tokens: relative error" in done.stderr

@@ -166,6 +166,10 @@ def test_hala_plan_prints_the_table_and_fails_on_a_stage_that_does_not_fit(tmp_p
     assert "plan: all 11 stages fit" in result.output
     written = json.loads((tmp_path / "plan.json").read_text())
     assert len(written["rows"]) == 11 and all(r["fits"] for r in written["rows"])
+    # The job size: offline, the rows the recipe gives and why the tokens are not measured.
+    sizes = {s["stage"]: s for s in written["tokens"]["stages"]}
+    assert sizes["2. bootstrap"]["rows"] == 405_000 and sizes["2. bootstrap"]["total_generated"] is None
+    assert "tokens to generate: 0 in the 0 of 5 stages measured" in result.output
     one_gpu = tmp_path / "one-gpu.yaml"
     one_gpu.write_text(yaml.safe_dump(_variant("hala-9b", **{"teacher.generation.tensor_parallel_size": 1}).model_dump(mode="json")))
     result = CliRunner().invoke(app, ["plan", "--recipe", str(one_gpu)])
