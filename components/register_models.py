@@ -3,7 +3,8 @@ from kfp import dsl
 from components import stage_component
 
 
-@stage_component("base")
+# The merge image: logging an MLflow Model with the transformers flavor needs transformers (the base image has none).
+@stage_component("merge")
 def register_models(
     recipe_json: str,
     tracking_uri: str,

@@ -81,6 +81,9 @@ def run(
     console.print(render(stage_rows(store, mlflow["parent_run_id"])))
     console.print(f"pipeline finished in {summary['wall_time_s']:.0f}s; summary: {Path(out).resolve() / 'summary.json'}")
     console.print(f"MLflow: {store} (parent run {mlflow['parent_run_id']})")
+    for name, reg in summary.get("registered", {}).items():
+        # What a user loads next: mlflow.transformers.load_model("models:/NAME@challenger"), or hala chat NAME.
+        console.print(f"  registered {name} version {reg['version']} ({reg['alias']}): models:/{name}@{reg['alias']}", highlight=False)
     for task, ran in summary.get("images", {}).items():
         console.print(f"  {task}: {ran['image']} ({ran['id'][:12]}, {ran['containers']} container(s))", highlight=False)
 
@@ -362,15 +365,17 @@ def promote(
         _deploy(uri, model, [CHAMPION], deploy_release, namespace, 1, [], out, dry_run)
 
 
-def _deploy(uri, model, aliases, release, namespace, gpus, values, out, dry_run) -> None:
+def _deploy(uri, model, aliases, release, namespace, gpus, values, out, dry_run, destination=None) -> None:
     from hala.deploy import DeployError, apply, plan
 
     try:
-        p = plan(uri, model, aliases, release, namespace=namespace, gpus=gpus, values_files=values, out_dir=out)
+        p = plan(uri, model, aliases, release, namespace=namespace, gpus=gpus, values_files=values, out_dir=out, destination=destination)
         for m in p.values["models"]:
             reg = m["registry"]
             console.print(f"{m['name']}: {reg['name']} version {reg['version']} from {m['source']}", soft_wrap=True, highlight=False)
         if dry_run:
+            for line in p.unreachable:  # written anyway: a dry run shows what would be served
+                console.print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True, highlight=False)
             print(" ".join(p.command))
             return
         print(apply(p))
@@ -389,12 +394,37 @@ def deploy(
     values: list[Path] = typer.Option([], "--values", "-f", help="more chart values (S3 endpoint, ingress...), before the registry's"),
     out: Path = typer.Option(Path("."), help="folder for the written values file"),
     dry_run: bool = typer.Option(False, "--dry-run", help="write the values and print the helm command instead of running it"),
+    artifacts_destination: str = typer.Option(
+        None, envvar="MLFLOW_ARTIFACTS_DESTINATION",
+        help="the MLflow server's --artifacts-destination (s3://...), where its mlflow-artifacts:/ files are",
+    ),  # fmt: skip
 ) -> None:
     """Serve registered model versions with vLLM: resolve the aliases, write the values, helm upgrade --install."""
     from hala.tracking import local_tracking_uri
 
     uri = tracking_uri or local_tracking_uri(Path("runs/smoke"))
-    _deploy(uri, model, alias, release, namespace, gpus, values, out, dry_run)
+    _deploy(uri, model, alias, release, namespace, gpus, values, out, dry_run, artifacts_destination)
+
+
+@app.command()
+def chat(
+    model: str = typer.Argument(..., help="registered model name, e.g. hala-smoke-nano-m"),
+    message: str = typer.Argument(..., help="the user's message"),
+    alias: str = typer.Option("champion", help="registry alias of the version to load"),
+    tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow store holding the registry"),
+    max_new_tokens: int = typer.Option(256, min=1, help="longest reply"),
+) -> None:
+    """Load a registered version by alias (an MLflow Model, as mlflow.transformers.load_model loads it) and reply to one message."""
+    from hala.registry import RegistryError, load_chat_model
+    from hala.tracking import local_tracking_uri
+
+    uri = tracking_uri or local_tracking_uri(Path("runs/smoke"))
+    try:
+        pipe = load_chat_model(uri, model, alias)
+    except RegistryError as err:
+        _fail(str(err))
+    reply = pipe([{"role": "user", "content": message}], max_new_tokens=max_new_tokens, do_sample=False)
+    print(reply[0]["generated_text"][-1]["content"])
 
 
 @app.command()

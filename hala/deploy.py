@@ -1,23 +1,32 @@
 """Serving a registered model: from an MLflow registry alias to a release of charts/hala-serving.
 
-``hala deploy MODEL --alias champion`` looks the alias up in the registry, takes that version's
-source (the ``s3://`` folder the pipeline registered) and its identity, writes the chart's
-``models`` values and runs ``helm upgrade --install``. Several aliases give one release with one
-Deployment each (champion and challenger side by side).
+``hala deploy MODEL --alias champion`` looks the alias up in the registry, takes where that
+version's MLflow Model is stored (the registry's own artifact store: ``s3://`` directly, or
+``mlflow-artifacts:/`` behind a server with ``--serve-artifacts``, mapped to the bucket the server
+writes to), and points the chart at the model's checkpoint folder (``model/``), which its pods
+sync and vLLM serves. It writes the chart's ``models`` values and runs ``helm upgrade
+--install``. Several aliases give one release with one Deployment each (champion and challenger
+side by side). A location the serving pods cannot read (a folder of this machine) is refused;
+``--dry-run`` writes the values anyway and names it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from hala.promotion import CHAMPION
+from hala.registry import CHECKPOINT_DIR, aliases_text, version_model_id
 from hala.tracking import registry_client
+
+# The MLflow server's own setting (charts/hala-mlflow sets it): where mlflow-artifacts:/ paths live.
+DESTINATION_ENV = "MLFLOW_ARTIFACTS_DESTINATION"
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "hala-serving"
 
@@ -33,6 +42,7 @@ class Plan:
     values: dict
     values_file: Path
     command: list[str]
+    unreachable: list[str] = field(default_factory=list)  # sources the serving pods cannot read, one line each
 
 
 def _dns_label(text: str) -> str:
@@ -42,7 +52,20 @@ def _dns_label(text: str) -> str:
     return label
 
 
-def resolve(tracking_uri: str, model: str, alias: str, gpus: int = 1) -> dict:
+def storage_uri(location: str, destination: str | None) -> str:
+    """Where the pods read an artifact location: ``mlflow-artifacts:`` paths under the server's destination."""
+    if location.startswith("mlflow-artifacts:"):
+        path = re.sub(r"^mlflow-artifacts:(//[^/]*)?/*", "", location)
+        if not destination:
+            raise DeployError(
+                f"{location} is stored behind the MLflow server; give --artifacts-destination "
+                f"(the server's {DESTINATION_ENV}, e.g. s3://hala/mlflow) so the pods can read it from the bucket"
+            )
+        return f"{destination.rstrip('/')}/{path}"
+    return location
+
+
+def resolve(tracking_uri: str, model: str, alias: str, gpus: int = 1, destination: str | None = None) -> dict:
     """The chart's ``models`` entry for ``model``'s version with ``alias``."""
     from mlflow.exceptions import MlflowException
 
@@ -55,21 +78,22 @@ def resolve(tracking_uri: str, model: str, alias: str, gpus: int = 1) -> dict:
         raise DeployError(f"no registered model {model!r} at {tracking_uri}; registered models: {known}") from None
     aliases = dict(registered.aliases or {})
     if alias not in aliases:
-        known = ", ".join(f"{a} (version {v})" for a, v in sorted(aliases.items())) or "none"
-        raise DeployError(f"{model} has no alias {alias!r}; its aliases: {known}")
+        raise DeployError(f"{model} has no alias {alias!r}; its aliases: {aliases_text(client, model)}")
     version = client.get_model_version(model, aliases[alias])
-    if not str(version.source).startswith("s3://"):
+    if version_model_id(version) is None:
         raise DeployError(
-            f"{model} version {version.version} ({alias}) is at {version.source}, not in S3/MinIO: "
-            "the serving pods download weights from s3:// only"
+            f"{model} version {version.version} ({alias}) is not an MLflow Model (its source is {version.source}); "
+            "register it with hala's pipeline"
         )
+    # The registry's copy: where the version's logged model keeps its files, not where the pipeline wrote them.
+    location = storage_uri(client.get_model_version_download_uri(model, version.version), destination)
     return {
         "name": _dns_label(f"{model}-{alias}"),
         # Clients ask for the champion by the model's own name, for any other alias by name-alias.
         "servedModelName": model if alias == CHAMPION else f"{model}-{alias}",
-        "source": version.source,
+        "source": f"{location.rstrip('/')}/{CHECKPOINT_DIR}",
         "gpus": gpus,
-        "registry": {"name": model, "version": str(version.version), "alias": alias},
+        "registry": {"name": model, "version": str(version.version), "alias": alias, "model_id": version_model_id(version)},
     }
 
 
@@ -84,8 +108,12 @@ def plan(
     values_files: list[Path] = (),
     out_dir: Path = Path("."),
     chart: Path = CHART,
+    destination: str | None = None,
 ) -> Plan:
-    """Resolve every alias and write the values file; nothing is applied yet."""
+    """Resolve every alias and write the values file; nothing is applied yet.
+
+    ``destination``: the MLflow server's artifacts destination (default: ``$MLFLOW_ARTIFACTS_DESTINATION``).
+    """
     if not (chart / "Chart.yaml").is_file():
         raise DeployError(f"no Helm chart at {chart}: give --chart, the path of charts/hala-serving")
     for f in values_files:
@@ -93,7 +121,13 @@ def plan(
             raise DeployError(f"values file {f} does not exist")
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?", release):
         raise DeployError(f"release {release!r} is not a helm release name: lowercase letters, digits and '-', at most 53")
-    values = {"models": [resolve(tracking_uri, model, alias, gpus) for alias in dict.fromkeys(aliases)]}
+    destination = destination or os.environ.get(DESTINATION_ENV)
+    values = {"models": [resolve(tracking_uri, model, alias, gpus, destination) for alias in dict.fromkeys(aliases)]}
+    unreachable = [
+        f"{m['registry']['name']} version {m['registry']['version']} ({m['registry']['alias']}) is at {m['source']}, "
+        "which the serving pods cannot read: they sync from s3:// only"
+        for m in values["models"] if not m["source"].startswith("s3://")
+    ]  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     values_file = out_dir / f"{release}.serving-values.yaml"
     values_file.write_text(
@@ -104,11 +138,13 @@ def plan(
     command = ["helm", "upgrade", "--install", release, str(chart)]
     command += [a for f in values_files for a in ("-f", str(f))] + ["-f", str(values_file)]
     command += ["--namespace", namespace] if namespace else []
-    return Plan(values, values_file, command)
+    return Plan(values, values_file, command, unreachable)
 
 
 def apply(p: Plan) -> str:
     """Run the plan's helm command; returns helm's output, raises DeployError with helm's own error."""
+    if p.unreachable:
+        raise DeployError("; ".join(p.unreachable))
     helm = shutil.which("helm")
     if helm is None:
         raise DeployError("helm is not on PATH; install it, or use --dry-run and run the printed command elsewhere")

@@ -1,7 +1,7 @@
 """Promotion in the MLflow registry: a challenger becomes champion only when it earned it.
 
-New versions arrive with the alias ``challenger`` and their evaluation as tags
-(``hala.metric.<benchmark>``, ``hala.metric.average``, ``hala.metric.base_average``). A
+New versions arrive with the alias ``challenger`` and their evaluation as metrics of their
+MLflow Model (``<benchmark>``, ``average``, ``base_average``; :mod:`hala.registry`). A
 promotion compares the challenger with the current champion and with its own base model on
 the evaluation average, checks every per-benchmark floor of the recipe, and either moves
 ``champion`` or refuses with the numbers. Every decision and its reason are written on the
@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 
 from hala.recipe import Promotion
+from hala.registry import model_metrics
 from hala.tracking import registry_client
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-METRIC = "hala.metric."
 PREVIOUS = "hala.previous_champion"
 
 
@@ -35,15 +35,6 @@ class Decision:
     previous_champion: str | None
 
 
-def _metrics(version) -> dict[str, float]:
-    out = {}
-    for key, value in version.tags.items():
-        if key.startswith(METRIC):
-            try:
-                out[key.removeprefix(METRIC)] = float(value)
-            except ValueError:
-                pass
-    return out
 
 
 def _alias_version(client, model: str, alias: str):
@@ -66,10 +57,10 @@ def judge_promotion(candidate: dict[str, float], champion: dict[str, float] | No
     problems = []
     average = candidate.get("average")
     if average is None:
-        return ["no evaluation average (tag hala.metric.average) on this version"]
+        return ["no evaluation average (model metric average) on this version"]
     base = candidate.get("base_average")
     if base is None:
-        problems.append("no base-model average (tag hala.metric.base_average) to compare with")
+        problems.append("no base-model average (model metric base_average) to compare with")
     elif average < base + policy.margin:
         problems.append(f"average {average:.4f} does not beat its base {base:.4f} by the margin {policy.margin}")
     if champion is not None:
@@ -97,14 +88,15 @@ def promote(tracking_uri: str, model: str, policy: Promotion, version: str | Non
     champion = _alias_version(client, model, CHAMPION)
     if champion is not None and str(champion.version) == str(candidate.version):
         raise PromotionRefused(f"{model} version {candidate.version} is already the champion")
-    problems = judge_promotion(_metrics(candidate), _metrics(champion) if champion else None, policy)
+    scores = model_metrics(client, candidate)
+    held = model_metrics(client, champion) if champion else None
+    problems = judge_promotion(scores, held, policy)
     if problems:
         reason = "; ".join(problems)
         _record(client, model, candidate.version, "refused", reason)
         raise PromotionRefused(f"{model} version {candidate.version} not promoted: {reason}")
-    metrics = _metrics(candidate)
-    against = f"champion version {champion.version} ({_metrics(champion)['average']:.4f})" if champion else "no champion yet"
-    reason = f"average {metrics['average']:.4f} vs base {metrics['base_average']:.4f}, {against}; margin {policy.margin}"
+    against = f"champion version {champion.version} ({held['average']:.4f})" if champion else "no champion yet"
+    reason = f"average {scores['average']:.4f} vs base {scores['base_average']:.4f}, {against}; margin {policy.margin}"
     if policy.floors:
         reason += f"; floors met: {', '.join(sorted(policy.floors))}"
     if champion is not None:

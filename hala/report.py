@@ -186,8 +186,12 @@ def write_report(summary: dict, out_dir: Path, *, curves: dict | None = None) ->
             f"(drop {gate['chrf_drop']:.2f}) on {gate['gate_samples']:.0f} held-out pairs.",
             "",
         ]
+        teacher = summary.get("teacher")
+        if teacher and teacher.get("version"):
+            # Which model the FP8 copy was made from, at the version the quantize stage read.
+            lines += [f"Original teacher: `{teacher['model']}` at `{teacher['version']}`.", ""]
         if gate.get("fp8_bytes"):
-            lines[-1:] = [
+            lines += [
                 f"Weights: {gate['teacher_bytes'] / 1e9:.2f} GB -> {gate['fp8_bytes'] / 1e9:.2f} GB "
                 f"({gate['compression_ratio']:.2f}x smaller), compressed in {gate['quantize_seconds']:.0f} s.",
                 "",

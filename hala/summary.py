@@ -14,8 +14,9 @@ from hala.corpora import file_hash
 from hala.paper import published_for
 from hala.recipe import recipe_from_json
 from hala.report import write_report
+from hala.sources import run_sources
 from hala.stages.merge_slerp import candidate_folder
-from hala.stages.register import register_models
+from hala.stages.register import original_teacher, register_models
 from hala.tracking import end_parent_run, use_store
 
 
@@ -132,23 +133,30 @@ def finish_pipeline(recipe_json: str, tracking_uri: str, parent_run_id: str, *, 
         "filtered_pairs": file_hash(Path(a["pairs"].path) / "pairs.jsonl"),
         "arabic_corpus": file_hash(Path(a["corpus"].path) / "corpus.jsonl"),
     }
+    merged_paths = {m.metadata["student"]: Path(m.path) for m in a["merged"]}
+    bases = {s.name: s.base for s in recipe.students.models}
     students = []
     for name, info in summary["artifacts"]["students"].items():
         results = summary["metrics"]["students"].get(name, {})
         metrics = {k: v for k, v in results.get("merged", {}).items() if _number(v)}
         if "average" in results.get("base", {}):  # promotion compares a model with its base
             metrics["base_average"] = results["base"]["average"]
-        students.append(
-            {"name": name, "uri": info["merged"]["uri"], "merge": info["merged"], "metrics": metrics, "published": results.get("published", {})}
-        )
+        students.append({
+            "name": name, "base": bases[name], "uri": info["merged"]["uri"], "merge": info["merged"], "metrics": metrics,
+            "path": str(merged_paths[name] / candidate_folder(info["merged"]["t"])), "published": results.get("published", {}),
+        })  # fmt: skip
+    # Every model and dataset version the stages read; the summary names the teacher the FP8 copy came from.
+    sources = run_sources(tracking_uri, parent_run_id)
+    summary["teacher"] = original_teacher(recipe, sources)
     summary["registered"] = register_models(
         recipe,
         tracking_uri,
         parent_run_id,
-        teacher={"uri": a["fp8_teacher"].uri, "metrics": summary["metrics"]["fp8_gate"]},
-        translator={"uri": a["translator"].uri, "metrics": summary["metrics"]["translation"]["after"]},
+        teacher={"uri": a["fp8_teacher"].uri, "path": a["fp8_teacher"].path, "metrics": summary["metrics"]["fp8_gate"]},
+        translator={"uri": a["translator"].uri, "path": a["translator"].path, "metrics": summary["metrics"]["translation"]["after"]},
         students=students,
         data_hashes=data_hashes,
+        sources=sources,
     )
     summary["data_hashes"] = data_hashes
     Path(summary_path).parent.mkdir(parents=True, exist_ok=True)

@@ -164,36 +164,6 @@ def registry_client(tracking_uri: str):
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def register_model(
-    tracking_uri: str, name: str, source: str, run_id: str, tags: dict[str, str], alias: str = "challenger"
-) -> tuple[str, str]:
-    """Register ``source`` (a model folder or URI) as a new version of ``name`` and give it ``alias``.
-
-    Returns the version and the source the registry holds. A tracking server cannot read a folder
-    on this machine and refuses one as a source (MLflow's source validation), so a local folder
-    given to a server is first logged as artifacts of ``run_id`` and registered from there
-    (``runs:/RUN/registry/NAME``); a file store keeps the folder's path.
-    """
-    from mlflow.exceptions import MlflowException
-
-    client = registry_client(tracking_uri)
-    try:
-        client.create_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    if is_tracking_server(tracking_uri) and Path(source).is_absolute():
-        client.log_artifacts(run_id, source, f"registry/{name}")
-        source = f"runs:/{run_id}/registry/{name}"
-    version = client.create_model_version(name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
-    client.set_registered_model_alias(name, alias, version.version)
-    return str(version.version), version.source
-
-
-def is_tracking_server(tracking_uri: str) -> bool:
-    return tracking_uri.split(":", 1)[0] in ("http", "https")
-
-
 @contextmanager
 def pipeline_stage(
     recipe_json: str, tracking_uri: str, stage: str, section: str | None = None, parent_run_id: str | None = None

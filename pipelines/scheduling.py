@@ -52,7 +52,8 @@ def place(task, role: str, recipe: Recipe, gpus: int = 0, trainjob: bool = False
     if trainjob:
         task.set_env_variable(IMAGE_ENV, image("train"))
         return task
-    resources = cluster.resources.get(role)
+    # The registry task reads every model it logs, in the merge image: it gets the merge pods' size.
+    resources = cluster.resources.get("merge" if role == "register" else role)
     if resources is None:
         return task
     count = gpus if resources.gpus is None else resources.gpus

@@ -125,6 +125,47 @@ def s3_server(tmp_path_factory):
         process.kill()
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server, tmp_path_factory):
+    """A real MLflow tracking server and registry on loopback, as charts/hala-mlflow runs it: SQLite
+    here, artifacts proxied (--serve-artifacts) to the S3 server under ``destination``."""
+    import subprocess
+    import time
+
+    import requests
+
+    from hala.containers import free_port
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    destination = f"s3://{s3_server['bucket']}/mlflow-server"
+    env = {**os.environ, **s3_server["env"], "MLFLOW_S3_ENDPOINT_URL": s3_server["env"]["AWS_ENDPOINT_URL"]}
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--serve-artifacts", "--artifacts-destination", destination]  # fmt: skip
+    log = (root / "server.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180  # a loaded 2-core machine takes a while to import MLflow's server
+    while True:
+        try:
+            if requests.get(f"{uri}/health", timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            tail = (root / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"the MLflow server did not start: {' | '.join(tail)}")
+        time.sleep(0.5)
+    yield {"uri": uri, "destination": destination}
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
     """The S3 server's settings in this test's environment, as a pod would have them."""

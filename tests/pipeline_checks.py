@@ -169,6 +169,7 @@ class RunChecks:
             + ["bootstrap_bilingual[0]", "screen_pairs", "judge_pairs[0]", "judge_pairs[1]", "translate_corpus[0]", "translate_corpus[1]"]
             + ["judge_pairs[canary]", "translate_corpus[canary]"]  # two workers each: a canary shard first
             + [f"{stage}[{s}]" for s in ("nano-s", "nano-m") for stage in ("train_student", "merge_student", "evaluate_student")]
+            + ["register_models"]  # it logs the registered models
         )
         assert all(r.info.status == "FINISHED" for r in children)
         assert "report/report.md" in {a.path for a in client.list_artifacts(parent_id, "report")}
@@ -199,7 +200,46 @@ class RunChecks:
             }, name  # fmt: skip
             assert sources["hala.source.tiny_judge"] == by_name["judge_pairs[0]"].data.tags["hala.source.tiny_judge"]
             assert sources["hala.source.bundled_smoke/instructions_en.jsonl"] == file_hash(bundled_path("smoke/instructions_en.jsonl"))
-        merged_tags = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger").tags
-        merge_tag = json.loads(merged_tags["hala.merge"])
+        student = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger")
+        merge_tag = json.loads(student.tags["hala.merge"])
         assert merge_tag["t"] == summary["artifacts"]["students"]["nano-m"]["merged"]["t"] and set(merge_tag["sweep"]) == {"0.30", "0.50"}
-        assert "hala.metric.average" in merged_tags and "hala.metric.base_average" in merged_tags
+
+    def test_registered_versions_are_mlflow_models_with_their_scores_and_lineage(self, any_run):
+        from mlflow.entities import LoggedModelStatus
+
+        from hala.registry import model_metrics, version_model_id
+
+        _, summary = any_run
+        client = _client(summary)
+        parent_id = summary["mlflow"]["parent_run_id"]
+        children = client.search_runs([client.get_run(parent_id).info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+        by_name = {r.info.run_name: r for r in children}
+        # The summary names the teacher the FP8 copy was made from, at the version the quantize stage read.
+        assert summary["teacher"] == {
+            "model": "tiny:teacher", "revision": None, "reused_fp8": None,
+            "version": by_name["quantize_teacher"].data.tags["hala.source.tiny_teacher"],
+        }  # fmt: skip
+        teacher = client.get_model_version_by_alias("hala-smoke-teacher-fp8", "challenger")
+        assert (teacher.tags["hala.teacher"], teacher.tags["hala.teacher.version"]) == ("tiny:teacher", summary["teacher"]["version"])
+        for name, info in summary["registered"].items():
+            version = client.get_model_version_by_alias(name, "challenger")
+            assert version_model_id(version) == info["model_id"] and version.source == f"models:/{info['model_id']}"
+            logged = client.get_logged_model(info["model_id"])
+            assert logged.source_run_id == by_name["register_models"].info.run_id and logged.status == LoggedModelStatus.READY
+        # The six OALL v2 task scores and their average are the student model's own metrics (what promotion reads).
+        student = client.get_model_version_by_alias("hala-smoke-nano-m", "challenger")
+        merged = summary["metrics"]["students"]["nano-m"]["merged"]
+        expected = {k: v for k, v in merged.items() if isinstance(v, float)} | {"base_average": summary["metrics"]["students"]["nano-m"]["base"]["average"]}
+        assert len(expected) == 8 and model_metrics(client, student) == pytest.approx(expected)
+        translator = client.get_model_version_by_alias("hala-smoke-translator", "challenger")
+        assert {"chrf", "chrf_pp", "bleu"} <= set(model_metrics(client, translator))
+        assert model_metrics(client, teacher)["chrf_drop"] == summary["metrics"]["fp8_gate"]["chrf_drop"]
+
+        # Loadable by alias as MLflow users load models, replying through its own chat template.
+        import mlflow
+
+        pipe = mlflow.transformers.load_model("models:/hala-smoke-nano-m@challenger")
+        reply = pipe([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=4, do_sample=False)
+        assert reply[0]["generated_text"][-1]["role"] == "assistant"
+        checkpoint = Path(summary["artifacts"]["students"]["nano-m"]["merged"]["uri"])
+        assert pipe.tokenizer.chat_template == (checkpoint / "chat_template.jinja").read_text()

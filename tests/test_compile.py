@@ -100,7 +100,7 @@ def test_nothing_reads_the_fp8_teacher_before_the_gate_passed(tmp_path):
 
 FAMILY = {
     "preflight": "base", "open-run": "base", "screen-pairs": "base", "collect-pairs": "base",
-    "collect-bilingual": "base", "collect-corpus": "base", "register-models": "base",
+    "collect-bilingual": "base", "collect-corpus": "base", "register-models": "merge",
     "quantize-teacher": "quantize", "train-translator": "train", "train-student": "train",
     "merge-student": "merge", "gate-teacher": "vllm", "bootstrap-bilingual": "vllm", "judge-pairs": "vllm",
     "translate-corpus": "vllm", "evaluate-translator": "vllm", "evaluate-student": "vllm",
@@ -190,6 +190,8 @@ def test_cluster_recipes_ask_for_gpus_nodes_and_secrets_by_name(tmp_path, monkey
         assert _gpus(tasks["quantize-teacher"][1]) == 1
         assert _gpus(tasks["gate-teacher"][1]) == recipe.teacher.generation.tensor_parallel_size == 8
         assert tasks["open-run"][0]["dependentTasks"] == ["preflight"]
+        # The registry task reads every model it logs: it gets the merge pods' memory.
+        assert tasks["register-models"][1]["resources"]["resourceMemoryLimit"] == cluster.resources["merge"].memory == "64Gi"
         students = recipe.students.training
         assert _gpus(tasks["train-student"][1]) == (0 if students.nodes > 1 else cluster.resources["training"].gpus)
     assert load_recipe("hala-9b").students.training.nodes == 2

@@ -129,6 +129,7 @@ STAGE_RUN_FAMILY = {
     "screen_pairs": "base", "judge_pairs[0]": "vllm", "judge_pairs[1]": "vllm", "filter_parallel": "base",
     "train_translator": "train", "evaluate_translator": "vllm", "translate_corpus[0]": "vllm",
     "translate_corpus[1]": "vllm", "translate_corpus": "base", "judge_pairs[canary]": "vllm", "translate_corpus[canary]": "vllm",
+    "register_models": "merge",
     **{f"{stage}[{s}]": family for s in ("nano-s", "nano-m")
        for stage, family in (("train_student", "train"), ("merge_student", "merge"), ("evaluate_student", "vllm"))},
 }  # fmt: skip
@@ -155,13 +156,15 @@ def test_every_task_ran_in_its_family_image(docker_smoke_run, built_images, s3_s
     assert {r.info.run_name: r.data.tags.get("hala.image.family") for r in children} == STAGE_RUN_FAMILY
     revisions = {r.data.tags["hala.image.revision"] for r in children}
     assert len(revisions) == 1 and revisions.pop().split("-")[0] == _git_head()
-    # The MLflow server kept its artifacts in S3; the registry holds copies it can serve (runs:/ sources),
-    # not folders of this machine.
+    # The MLflow server kept its artifacts in S3, and the registry's models with them: each version is
+    # a logged model whose files the server wrote to its bucket, not a folder of this machine.
     stored = {o.object_name for o in s3_server["client"].list_objects(s3_server["bucket"], "docker-smoke/mlflow-artifacts/", recursive=True)}
     assert any(name.endswith("/report/report.md") for name in stored)
     teacher = client.get_model_version_by_alias("hala-smoke-teacher-fp8", "challenger")
-    assert teacher.source == f"runs:/{parent_id}/registry/hala-smoke-teacher-fp8"
-    assert any(name.endswith("/registry/hala-smoke-teacher-fp8/model.safetensors") for name in stored)
+    model_id = summary["registered"]["hala-smoke-teacher-fp8"]["model_id"]
+    assert teacher.source == f"models:/{model_id}"
+    assert client.get_model_version_download_uri("hala-smoke-teacher-fp8", teacher.version).startswith("mlflow-artifacts:")
+    assert f"docker-smoke/mlflow-artifacts/{client.get_run(parent_id).info.experiment_id}/models/{model_id}/artifacts/model/model.safetensors" in stored
 
 
 def _run_cli(*args):

@@ -30,6 +30,33 @@ def any_run(smoke_run):
 class TestSubprocessRun(RunChecks):
     """Every task a process in this environment. The checks are tests/pipeline_checks.py's."""
 
+    def test_the_local_registry_shares_the_weights_and_deploy_points_at_it(self, smoke_run, tmp_path):
+        import os
+        import subprocess
+        import sys
+
+        import mlflow
+        import yaml
+
+        out, summary = smoke_run
+        client = mlflow.MlflowClient(summary["mlflow"]["tracking_uri"], registry_uri=summary["mlflow"]["tracking_uri"])
+        location = client.get_model_version_download_uri("hala-smoke-nano-m", summary["registered"]["hala-smoke-nano-m"]["version"])
+        assert location.startswith(f"file://{out.resolve()}/mlartifacts/")
+        # No second copy of the weights on the local run: the registry's file is the merge's output, hard-linked.
+        stored = Path(location.removeprefix("file://")) / "model" / "model.safetensors"
+        merged = Path(summary["artifacts"]["students"]["nano-m"]["merged"]["uri"]) / "model.safetensors"
+        assert os.stat(stored).st_ino == os.stat(merged).st_ino
+        # hala deploy --dry-run: the values point at the registry's copy, and say the pods cannot read this machine's files.
+        done = subprocess.run(
+            [sys.executable, "-m", "hala", "deploy", "hala-smoke-nano-m", "--alias", "challenger", "--tracking-uri",
+             summary["mlflow"]["tracking_uri"], "--out", str(tmp_path), "--dry-run"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        values = yaml.safe_load((tmp_path / "hala-serving.serving-values.yaml").read_text())
+        assert values["models"][0]["source"] == f"{location}/model"
+        assert "which the serving pods cannot read: they sync from s3:// only" in done.stderr
+
 
 def test_failed_stage_marks_runs_failed_and_keeps_finished_artifacts(tmp_path):
     import subprocess

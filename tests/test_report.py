@@ -9,6 +9,7 @@ SUMMARY = {
     "recipe_hash": "abc123",
     "mlflow": {"tracking_uri": "sqlite:///unused.db", "parent_run_id": "run1"},
     "wall_time_s": 400.0,
+    "teacher": {"model": "CohereLabs/command-a-translate-08-2025", "revision": None, "version": "3f2a9c1", "reused_fp8": None},
     "metrics": {
         "fp8_gate": {"chrf_original": 61.0, "chrf_fp8": 60.5, "chrf_drop": 0.5, "gate_samples": 30,
                      "teacher_bytes": 7.2e6, "fp8_bytes": 3.0e6, "compression_ratio": 2.4, "quantize_seconds": 1.7},
@@ -47,6 +48,7 @@ def test_report_tables_deltas_and_plots(tmp_path):
     assert "| chrF | 2.50 | 13.50 |" in report
     assert "chrF of the original teacher 61.00, of the FP8 copy 60.50 (drop 0.50) on 30 held-out pairs." in report
     assert "Weights: 0.01 GB -> 0.00 GB (2.40x smaller), compressed in 2 s." in report
+    assert "Original teacher: `CohereLabs/command-a-translate-08-2025` at `3f2a9c1`." in report
     assert "| parallel-pair filter | 180 | 165 | 15 (untranslated copy: 10, judge reject: 5) |" in report
     assert "corpus translation" not in report  # a stage with no rows is left out
     for plot in ("benchmarks_s1.png", "translation.png", "data_funnel.png", "loss_curves.png"):

@@ -8,7 +8,6 @@ from hala.tracking import (
     find_parent_run,
     local_tracking_uri,
     pipeline_stage,
-    register_model,
     stage_run,
     start_parent_run,
 )
@@ -38,22 +37,6 @@ def test_failed_stage_marks_its_run_failed(smoke_recipe, tmp_path):
     assert "name: smoke" in recipe_yaml
 
 
-def test_new_versions_become_challenger_with_tags(smoke_recipe, tmp_path):
-    uri = local_tracking_uri(tmp_path)
-    parent = start_parent_run(smoke_recipe, uri)
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    v1 = register_model(uri, "hala-test", str(model_dir), parent, {"hala.recipe_hash": "abc"})
-    v2 = register_model(uri, "hala-test", str(model_dir), parent, {"hala.recipe_hash": "def"})
-    # A file store reads the folder where it is: the source is its path.
-    assert (v1, v2) == (("1", str(model_dir)), ("2", str(model_dir)))
-    client = mlflow.MlflowClient(uri, registry_uri=uri)
-    version = client.get_model_version_by_alias("hala-test", "challenger")
-    assert str(version.version) == "2"
-    assert version.tags["hala.recipe_hash"] == "def"
-    assert version.run_id == parent
-
-
 def test_stages_find_their_run_by_the_run_key_in_their_environment(smoke_recipe, tmp_path, monkeypatch):
     uri = local_tracking_uri(tmp_path)
     first = start_parent_run(smoke_recipe, uri, "hala-translate-and-tune-7xk2p")
@@ -74,20 +57,24 @@ def test_stages_find_their_run_by_the_run_key_in_their_environment(smoke_recipe,
         find_parent_run(uri, smoke_recipe)
 
 
-def test_a_student_version_carries_the_published_figures_beside_its_own(tmp_path):
+def test_a_student_version_carries_the_published_figures_beside_its_own(tmp_path, tiny):
     from hala.paper import published_for
     from hala.recipe import load_recipe
+    from hala.registry import model_metrics
     from hala.stages.register import register_models
 
     recipe = load_recipe("hala-9b")
     uri = local_tracking_uri(tmp_path)
     parent = start_parent_run(recipe, uri)
-    (tmp_path / "m").mkdir()
+    folder = tiny("student-s")
     published = {w: {"model": p.model, "average": p.average, **p.tasks} for w, p in published_for("QCRI/Fanar-1-9B-Instruct").items()}
-    model = {"uri": str(tmp_path / "m"), "metrics": {}}
-    student = {"name": "hala-9b", "uri": str(tmp_path / "m"), "merge": {"t": 0.5}, "metrics": {"average": 70.25, "aratrust": 90.0},
-               "published": published}  # fmt: skip
-    register_models(recipe, uri, parent, teacher=model, translator=model, students=[student], data_hashes={})
-    tags = mlflow.MlflowClient(uri, registry_uri=uri).get_model_version_by_alias("hala-hala-9b", "challenger").tags
+    model = {"uri": folder, "path": folder, "metrics": {}}
+    student = {"name": "hala-9b", "base": "QCRI/Fanar-1-9B-Instruct", "uri": folder, "path": folder, "merge": {"t": 0.5},
+               "metrics": {"average": 70.25, "aratrust": 90.0}, "published": published}  # fmt: skip
+    register_models(recipe, uri, parent, teacher=model, translator=model, students=[student], data_hashes={}, sources={})
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    version = client.get_model_version_by_alias("hala-hala-9b", "challenger")
+    tags = version.tags
+    assert model_metrics(client, version) == {"average": 70.25, "aratrust": 90.0}
     assert (tags["hala.metric.average"], tags["hala.paper.model"], tags["hala.paper.average"]) == ("70.2500", "hammh0a/Hala-9B", "69.9")
     assert (tags["hala.paper.aratrust"], tags["hala.paper.base.model"], tags["hala.paper.base.average"]) == ("89.6", "QCRI/Fanar-1-9B-Instruct", "69.2")

@@ -33,6 +33,9 @@ hala.dev/registered-version: {{ .version | quote }}
 {{- if .alias }}
 hala.dev/alias: {{ .alias | quote }}
 {{- end }}
+{{- if .model_id }}
+hala.dev/logged-model: {{ .model_id | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
