@@ -97,7 +97,7 @@ def s3_server(tmp_path_factory):
     from minio import Minio
 
     client = Minio(f"127.0.0.1:{s3}", access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"], secure=False)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # sized for a loaded 2-core machine; a dead server is seen at once (poll)
     while True:
         # Ready means an object can be written: the bucket alone needs no volume server.
         try:

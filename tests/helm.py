@@ -22,7 +22,7 @@ def helm_binary() -> str:
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, check=check, timeout=120)
+    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, check=check, timeout=900)  # a hang guard, sized for a loaded machine
 
 
 def render(chart: str, *values_files: Path, sets: dict[str, str] | None = None, namespace: str = "mlflow") -> list[dict]:
@@ -60,7 +60,7 @@ def checkov(chart: str, manifests: Path) -> dict:
         raise RuntimeError("checkov is not installed: run the tests with `make test`, which installs it in .venv-checkov")
     result = subprocess.run(
         [binary, "-d", str(manifests), "--framework", "kubernetes", "--config-file", str(CHARTS / chart / ".checkov.yaml"), "-o", "json", "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=1200,  # a hang guard, not a speed claim
     )  # fmt: skip
     if result.returncode not in (0, 1):  # 1 means failed checks, reported below
         raise RuntimeError(f"checkov failed ({result.returncode}): {result.stderr[-2000:]}")

@@ -77,7 +77,7 @@ def test_a_failed_build_names_the_family_and_its_step(container_engine, tmp_path
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build_images.py"), "mlflow", "--registry", "localhost/hala-broken",
          "--python-base", "localhost/hala-no-such-base:1"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=1800,  # a hang guard, not a speed claim
     )  # fmt: skip
     assert result.returncode != 0
     assert "image mlflow failed at STEP 1/" in result.stderr and "FROM localhost/hala-no-such-base:1" in result.stderr

@@ -160,21 +160,25 @@ def test_batched_generation_keeps_order_and_matches_one_at_a_time(tiny):
     assert batched[0] == "الجو حار جدًا اليوم."  # the tiny teacher learned this bundled pair (row 1, not held out)
 
 
-def test_tiny_judge_verdicts_are_parsed_and_reject_untranslated_copies(tiny):
+def test_tiny_judge_keeps_unseen_pairs_and_rejects_their_untranslated_copies(tiny):
     from hala.corpora import read_jsonl
     from hala.engines import load_engine
     from hala.recipe import DatasetRef, Judge
     from hala.stages.filter_parallel import _judge_shard
+    from hala.tiny import HELD_OUT
 
-    rows = [r["translation"] for r in read_jsonl(Path(__file__).resolve().parents[1] / "hala/data/smoke/parallel_en_ar.jsonl")][:10]
+    # The 30 held-out pairs (hala.tiny.HELD_OUT on): the judge never saw them, nor their copies.
+    rows = [r["translation"] for r in read_jsonl(Path(__file__).resolve().parents[1] / "hala/data/smoke/parallel_en_ar.jsonl")][HELD_OUT:]
+    n = len(rows)
     shard = [{"source": r["en"], "target": t, "out": {"i": i}} for i, (r, t) in enumerate([(r, r["ar"]) for r in rows] + [(r, r["en"]) for r in rows])]
     engine = load_engine(tiny("judge"), "transformers", Judge.model_fields["generation"].default)
     for decision, evidence in (("generate", "judge_answer"), ("probability", "judge_p_accept")):
         judge = Judge(model="tiny:judge", dataset=DatasetRef(path="bundled:smoke/parallel_en_ar.jsonl"), decision=decision)
         kept, rejected, tokens = _judge_shard(shard, judge, engine)
-        assert len(kept) + len(rejected) == 20 and (tokens > 0) is (decision == "generate")
-        assert sum(r["i"] < 10 for r in kept) >= 8  # true pairs accepted
-        assert sum(r["reason"] == "judge: REJECT" and r["i"] >= 10 for r in rejected) >= 8  # copies rejected
+        assert n == 30 and len(kept) + len(rejected) == 2 * n and (tokens > 0) is (decision == "generate")
+        # Measured with builder version 4: 25 of 30 true pairs kept, 30 of 30 copies rejected, both ways.
+        assert sum(r["i"] < n for r in kept) >= 24  # true pairs accepted
+        assert sum(r["reason"] == "judge: REJECT" and r["i"] >= n for r in rejected) >= 28  # copies rejected
         assert all(evidence in r for r in rejected)
 
 

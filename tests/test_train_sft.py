@@ -11,6 +11,7 @@ from hala.launch import LaunchError, run_sft
 from hala.recipe import RecipeError, Training, load_recipe, parse_recipe
 from hala.stages.train_sft import PACKING_LEAK_TOLERANCE, packing_leak, train_sft
 from tests.test_stages import CONVERSATIONS
+from tests.trained import assert_trained
 
 TRAINING = dict(epochs=2, learning_rate=1e-2, batch_size=4, max_length=96)
 
@@ -119,7 +120,6 @@ def test_recipe_chat_template_must_be_a_name_or_jinja():
 
 def test_ddp_runs_the_same_stage_on_two_processes_and_logs_its_loss(tiny, tmp_path):
     import mlflow
-    from transformers import AutoModelForCausalLM
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run() as run:
@@ -131,7 +131,7 @@ def test_ddp_runs_the_same_stage_on_two_processes_and_logs_its_loss(tiny, tmp_pa
     assert metrics["train_steps"] == 4.0
     losses = mlflow.MlflowClient().get_metric_history(run.info.run_id, "s_loss")
     assert len(losses) >= 2 and losses[-1].value < losses[0].value
-    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out") is not None
+    assert_trained(tmp_path / "out", tiny("student-s"))
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -146,13 +146,11 @@ def test_fsdp_without_a_gpu_is_refused_in_one_line(tiny, tmp_path):
 def test_fsdp_on_the_gpus_trains_and_saves_a_whole_model(tiny, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    from transformers import AutoModelForCausalLM
-
     ranks = min(2, torch.cuda.device_count())  # two ranks shard the model for real where there are two GPUs
     metrics = run_sft(tiny("student-s"), CONVERSATIONS, Training(**TRAINING, strategy="fsdp", processes=ranks), tmp_path / "out")
     assert metrics["processes"] == float(ranks) and metrics["fsdp"] == 1.0
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # Whole, not sharded: the saved model is the base's architecture with trained weights.
+    assert_trained(tmp_path / "out", tiny("student-s"))
     assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "lfm2"
 
 
@@ -169,3 +167,41 @@ def test_packing_auto_packs_only_where_it_pays(attention_only, tmp_path):
     assert decide_packing(sdpa, tokenizer, Training(packing="never"), on_gpu=True) == (False, None)
     eager = AutoModelForCausalLM.from_pretrained(attention_only, attn_implementation="eager")
     assert decide_packing(eager, tokenizer, Training(), on_gpu=True) == (False, None)
+
+
+def test_the_loss_is_on_assistant_tokens_only_in_a_multi_turn_conversation_with_a_system_turn(tiny, tmp_path):
+    """The README's claim, on the tiny models' own ChatML template: every label outside the two
+    assistant answers (and their end-of-turn markers) is -100."""
+    from transformers import AutoTokenizer, TrainerCallback
+
+    conversation = [
+        {"role": "system", "content": "Answer in Arabic, briefly."},
+        {"role": "user", "content": "Translate: Good morning."},
+        {"role": "assistant", "content": "صباح الخير."},
+        {"role": "user", "content": "Translate: Thank you."},
+        {"role": "assistant", "content": "شكرا لك."},
+    ]
+    seen = []
+
+    class FirstBatch(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+            seen.append(next(iter(train_dataloader)))
+
+    base = tiny("student-s")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    train_sft(base, [conversation] * 4, Training(**TRAINING, packing="never"), tmp_path / "out", callbacks=[FirstBatch()])
+    for ids, labels in zip(seen[0]["input_ids"].tolist(), seen[0]["labels"].tolist()):
+        runs, current = [], []
+        for token, label in zip(ids, labels):
+            if label != -100:
+                assert label == token  # a label is the token itself, shifted by the model
+                current.append(token)
+            elif current:
+                runs.append(current)
+                current = []
+        runs += [current] if current else []
+        texts = [tokenizer.decode(run) for run in runs]
+        # Two labelled runs, each an answer closed by the end-of-turn token; nothing of the system or user turns.
+        assert [t.removesuffix("\n").removesuffix(tokenizer.eos_token) for t in texts] == ["صباح الخير.", "شكرا لك."], texts
+        prompt_tokens = [t for t, label in zip(ids, labels) if label == -100 and t != tokenizer.pad_token_id]
+        assert "Answer in Arabic" in tokenizer.decode(prompt_tokens) and "Translate: Thank you." in tokenizer.decode(prompt_tokens)

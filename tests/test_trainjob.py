@@ -23,6 +23,7 @@ from hala.launch import run_sft
 from hala.recipe import Cluster, RecipeError, Training, load_recipe, parse_recipe
 from hala.trainjob import TrainJobError, TrainJobTarget, build_trainjob, run_trainjob, trainjob_name
 from tests.test_stages import CONVERSATIONS
+from tests.trained import assert_trained
 
 PREFIX = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/"
 
@@ -190,14 +191,12 @@ TRAINING = dict(epochs=2, learning_rate=1e-2, batch_size=4, max_length=96, strat
 
 
 def test_two_nodes_train_one_model_through_a_trainjob(trainer, s3_env, tiny, tmp_path):
-    from transformers import AutoModelForCausalLM
-
     target = _target(s3_env, "student-nano-s")
     metrics = run_sft(tiny("student-s"), CONVERSATIONS, Training(**TRAINING), tmp_path / "model", trainjob=target)
 
     # Two nodes of one process each made one DDP job: 12 rows over 2 ranks of 4 take 2 steps an epoch.
     assert metrics["processes"] == 2.0 and metrics["train_steps"] == 4.0
-    assert AutoModelForCausalLM.from_pretrained(tmp_path / "model") is not None
+    assert_trained(tmp_path / "model", tiny("student-s"))
     (job,) = trainer.created
     spec = job["spec"]
     assert job["metadata"]["name"] == target.name and spec["runtimeRef"] == {"name": "torch-distributed"}

@@ -58,9 +58,13 @@ def test_translated_text_keeps_every_protected_span_in_place():
 
 def test_long_text_is_split_at_sentences_under_the_budget_and_rejoined():
     text = "The first sentence is short. The second sentence is a little longer than that. A third one ends it."
+    # 5, 9 and 5 words: at 12 a request holds one sentence (two would not fit), each whole.
+    plan = plan_text(text, Budget(12, WORDS))
+    assert plan.requests == ["The first sentence is short.", "The second sentence is a little longer than that.", "A third one ends it."]
+    assert _identity(plan) == text
+    # At 8 the 9-word sentence alone is too long: it is cut at words, the others stay whole.
     plan = plan_text(text, Budget(8, WORDS))
-    assert plan.requests == ["The first sentence is short.", "The second sentence is a little longer than that.", "A third one ends it."][:1] + plan.requests[1:]
-    assert all(WORDS(r) <= 8 for r in plan.requests) and len(plan.requests) >= 3
+    assert plan.requests == ["The first sentence is short.", "The second sentence is a little longer than", "that.", "A third one ends it."]
     assert _identity(plan) == text
     one_long_sentence = " ".join(f"word{i}" for i in range(30)) + "."
     plan = plan_text(one_long_sentence, Budget(8, WORDS))
