@@ -22,6 +22,22 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _mlflow_credentials() -> str:
+    from hala.submit import MLFLOW_CREDENTIALS
+
+    return MLFLOW_CREDENTIALS
+
+
+def _no_credentials(url: str | None, option: str, instead: str) -> None:
+    """Refuse user:password in a URL option, naming it without the secret (errors and logs keep URLs)."""
+    from hala.recipe import refuse_credentials
+
+    try:
+        refuse_credentials(url, option, instead)
+    except ValueError as err:
+        _fail(str(err))
+
+
 def _input_dataset(input: str):
     """The DatasetRef for a command's INPUT; a data file wins over a hub id of the same shape."""
     from hala.corpora import check_readable
@@ -187,6 +203,7 @@ def preflight_(
     """Check what a run needs, from here: bucket, MLflow, Secrets in the environment, models and datasets."""
     from hala.preflight import PreflightError, check_run
 
+    _no_credentials(tracking_uri, "--tracking-uri", _mlflow_credentials())
     r = _recipe(recipe)
     try:
         passed = check_run(r, tracking_uri or r.tracking.tracking_uri)
@@ -352,6 +369,7 @@ def promote(
     from hala.promotion import CHAMPION, PromotionRefused, promote as run_promotion, rollback
     from hala.tracking import local_tracking_uri
 
+    _no_credentials(tracking_uri, "--tracking-uri", _mlflow_credentials())
     r = _recipe(recipe)
     uri = tracking_uri or r.tracking.tracking_uri or local_tracking_uri(Path("runs/smoke"))
     try:
@@ -402,6 +420,7 @@ def deploy(
     """Serve registered model versions with vLLM: resolve the aliases, write the values, helm upgrade --install."""
     from hala.tracking import local_tracking_uri
 
+    _no_credentials(tracking_uri, "--tracking-uri", _mlflow_credentials())
     uri = tracking_uri or local_tracking_uri(Path("runs/smoke"))
     _deploy(uri, model, alias, release, namespace, gpus, values, out, dry_run, artifacts_destination)
 
@@ -418,6 +437,7 @@ def chat(
     from hala.registry import RegistryError, load_chat_model
     from hala.tracking import local_tracking_uri
 
+    _no_credentials(tracking_uri, "--tracking-uri", _mlflow_credentials())
     uri = tracking_uri or local_tracking_uri(Path("runs/smoke"))
     try:
         pipe = load_chat_model(uri, model, alias)

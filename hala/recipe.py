@@ -52,15 +52,38 @@ def classify_ref(ref: str) -> str:
 
 
 def _check_ref(value: str) -> str:
-    classify_ref(value)
+    if classify_ref(value) == "s3" and has_credentials(value):
+        raise ValueError(
+            f"{redacted(value)} must not carry credentials (they would land in the compiled pipeline); "
+            "give AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from a Secret in cluster.secrets"
+        )
     return value
+
+
+def has_credentials(url: str | None) -> bool:
+    """Whether a URL carries user information (``scheme://user:password@host``)."""
+    from urllib.parse import urlsplit
+
+    return bool(url) and "://" in url and "@" in urlsplit(url).netloc
+
+
+def redacted(url: str) -> str:
+    """``url`` with its user information replaced, to name it in an error without repeating a secret."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl() if has_credentials(url) else url
+
+
+def refuse_credentials(url: str | None, what: str, instead: str) -> None:
+    """Raise ValueError for a URL with user:password in it: run parameters, recipes and logs keep URLs; secrets go elsewhere."""
+    if has_credentials(url):
+        raise ValueError(f"{what} must not carry credentials ({redacted(url)}); give {instead}")
 
 
 def _without_credentials(url: str | None, instead: str) -> str | None:
     """Refuse a URL with user:password in it: the recipe travels into the compiled pipeline and logs."""
-    from urllib.parse import urlparse
-
-    if url and (urlparse(url).username or urlparse(url).password):
+    if has_credentials(url):
         raise ValueError(f"must not carry credentials (they would land in the compiled pipeline); give {instead} from a Secret in cluster.secrets")
     return url
 

@@ -6,7 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from hala.recipe import Recipe
+from hala.recipe import Recipe, refuse_credentials
+
+MLFLOW_CREDENTIALS = "them as MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
 
 
 def run_arguments(recipe: Recipe, tracking_uri: str | None) -> dict[str, str]:
@@ -33,6 +35,9 @@ def submit_run(
 
     from pipelines.translate_and_tune import compile_pipeline
 
+    # Both would become part of the run (its parameter, the client's requests and logs); secrets come from the environment.
+    refuse_credentials(tracking_uri, "--tracking-uri", MLFLOW_CREDENTIALS)
+    refuse_credentials(host, "--host", "a bearer token as KF_PIPELINES_TOKEN")
     arguments = run_arguments(recipe, tracking_uri)
     if not arguments["tracking_uri"]:
         raise ValueError("no MLflow tracking URI: set tracking.tracking_uri in the recipe or pass --tracking-uri")

@@ -43,6 +43,15 @@ def _smoke_dict():
             "give MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD from a Secret in cluster.secrets",
         ),
         (
+            lambda d: d.update(cluster={"s3_endpoint": "http://minio:s3cret@minio.kubeflow:9000"}),
+            "cluster.s3_endpoint: must not carry credentials (they would land in the compiled pipeline); "
+            "give AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from a Secret in cluster.secrets",
+        ),
+        (
+            lambda d: d["judge"].update(model="s3://minio:s3cret@models/judge"),
+            "judge.model: s3://***@models/judge must not carry credentials",
+        ),
+        (
             lambda d: d.update(cluster={"secrets": [{"name": "Bad_Name", "env": {"X": "y"}}]}),
             "cluster.secrets.0.name",
         ),
@@ -84,7 +93,7 @@ def test_bad_recipes_name_the_key(mutate, message):
     with pytest.raises(RecipeError) as err:
         parse_recipe(data)
     assert message in str(err.value)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "s3cret" not in str(err.value)  # a refused secret is not repeated
 
 
 def test_unknown_recipe_and_missing_file(tmp_path):

@@ -90,3 +90,30 @@ def test_a_recipe_that_does_not_fit_its_pods_is_refused_before_the_endpoint_hear
     with pytest.raises(PlanError, match=r"^capacity plan: 1 stage\(s\) do not fit: 1b\. FP8 gate \(original\): CohereLabs/command-a-translate-08-2025 on vllm needs "):
         submit_run(parse_recipe(data, "one-gpu teacher"), host, tracking_uri="http://mlflow.mlflow:5000")
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("option", "url", "named"),
+    [("tracking_uri", "https://hala:s3cret-4711@mlflow.example.org", "--tracking-uri must not carry credentials (https://***@mlflow.example.org)"),
+     ("host", "https://admin:s3cret-4711@kubeflow.example.org/pipeline", "--host must not carry credentials (https://***@kubeflow.example.org/pipeline)")],
+)  # fmt: skip
+def test_credentials_in_a_url_are_refused_before_anything_is_sent_and_never_repeated(kfp_api, option, url, named):
+    host, calls = kfp_api
+    args = {"tracking_uri": "http://mlflow.mlflow:5000", "host": host} | {option: url}
+    with pytest.raises(ValueError) as err:
+        submit_run(load_recipe("hala-nano"), args.pop("host"), **args)
+    assert str(err.value).startswith(named) and "s3cret-4711" not in str(err.value)
+    assert calls == []
+
+
+def test_the_cli_refuses_credentials_in_its_url_options_in_one_line():
+    import subprocess
+    import sys
+
+    url = "https://hala:s3cret-4711@mlflow.example.org"
+    for args in (["preflight", "--recipe", "smoke", "--tracking-uri", url], ["submit", "--recipe", "hala-nano", "--host", "http://127.0.0.1:9", "--tracking-uri", url],
+                 ["deploy", "hala-x", "--tracking-uri", url, "--dry-run"], ["chat", "hala-x", "hi", "--tracking-uri", url]):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "hala", *args], capture_output=True, text=True, timeout=600)  # a hang guard
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip().startswith("error: --tracking-uri must not carry credentials (https://***@mlflow.example.org)"), done.stderr
+        assert "s3cret-4711" not in done.stdout + done.stderr
