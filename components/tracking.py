@@ -4,8 +4,11 @@ from components import stage_component
 
 
 @stage_component("base")
-def open_run(recipe_json: str, tracking_uri: str, parent_run_id: str, mlflow_run: dsl.Output[dsl.Artifact]):
+def open_run(recipe_json: str, tracking_uri: str, parent_run_id: str, compiled: str, mlflow_run: dsl.Output[dsl.Artifact]):
     """Open the pipeline's parent MLflow run (or adopt the one given); later stages nest under it.
+
+    First it refuses a run whose recipe_json changes what the pipeline was compiled with
+    (``compiled``, a constant of this task; hala.compiled).
 
     The stages find the run by the run's key. Only the registry task takes its id as an input, as
     an artifact, not a string output: kfp 2.17's local runner replaces
@@ -15,9 +18,11 @@ def open_run(recipe_json: str, tracking_uri: str, parent_run_id: str, mlflow_run
     """
     import json
 
+    from hala.compiled import check_compiled
     from hala.recipe import recipe_from_json
     from hala.tracking import adopt_parent_run, run_key, start_parent_run
 
+    check_compiled(recipe_from_json(recipe_json), compiled)
     if not tracking_uri:
         raise ValueError("no MLflow tracking URI: set tracking.tracking_uri in the recipe or the tracking_uri parameter")
     # The stages find this run by the run's key (hala.tracking), not through an input.

@@ -21,6 +21,7 @@ from components.tracking import open_run
 from components.train_student import train_student
 from components.train_translator import train_translator
 from components.translate_corpus import collect_corpus, translate_corpus
+from hala.compiled import compiled_fields_json
 from hala.recipe import Recipe
 from hala.shards import CANARY
 from pipelines.scheduling import place
@@ -67,7 +68,10 @@ def build_pipeline(recipe: Recipe):
         checked = place(
             preflight(recipe_json=recipe_json, tracking_uri=tracking_uri).set_display_name("0. preflight checks"), "preflight", recipe
         )
-        opened = open_run(recipe_json=recipe_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id).after(checked)
+        # What compiling fixed travels as a constant of open_run, which the UI cannot edit; it refuses a recipe_json that differs.
+        opened = open_run(
+            recipe_json=recipe_json, tracking_uri=tracking_uri, parent_run_id=parent_run_id, compiled=compiled_fields_json(recipe)
+        ).after(checked)
         place(opened.set_display_name("open MLflow run"), "open", recipe)
         # Every stage gets the recipe and the MLflow store, and runs after the parent run is open.
         # It finds that run by the run's key; as an input, the run would change every stage's
