@@ -8,7 +8,11 @@ never pass through a recipe, a pipeline parameter or a log.
 Transfers are per file and verified: after an upload, the object's size and ETag must match the
 local file's, so a rerun skips what is already there and redoes only what is missing or
 different (an interrupted upload resumes file by file). Large files go up in parallel multipart
-parts. Downloads resume a partial file.
+parts. A download writes ``FILE.<etag>.part`` as bytes arrive and a rerun asks only for the
+rest (an HTTP range), so a cut download moves only what it lacks. Every request is retried
+with backoff (at most RETRIES times) on refused connections, resets, read timeouts
+(``HALA_S3_READ_TIMEOUT`` seconds, default 120) and 5xx answers, and the retries are counted:
+transfers report them, and a failure says how many it took.
 """
 
 from __future__ import annotations
@@ -72,8 +76,36 @@ class Transfer:
     """What a directory transfer did."""
 
     files: int = 0
-    bytes: int = 0
+    bytes: int = 0  # moved over the network (a resumed download counts only what it fetched)
     skipped: int = 0  # already there, same size and ETag
+    retries: int = 0  # requests urllib3 repeated during the transfer
+
+
+class _RetryCount:
+    """Retries granted by a store's urllib3 Retry objects, across threads."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+def _counting_retry(count: _RetryCount, **settings):
+    """urllib3's Retry that adds one to ``count`` for every retry it grants (not for the first try)."""
+    import urllib3
+
+    class CountingRetry(urllib3.Retry):
+        def increment(self, *args, **kwargs):
+            retry = super().increment(*args, **kwargs)  # raises MaxRetryError once the budget is spent
+            count.add()
+            return retry
+
+    return CountingRetry(**settings)
 
 
 class ObjectStore:
@@ -87,13 +119,15 @@ class ObjectStore:
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise StorageError(f"S3 endpoint {endpoint!r} is not an http(s)://host:port URL")
         self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
-        # Bounded retries with backoff for refused connections, timeouts and 5xx answers.
-        retry = urllib3.Retry(
-            total=RETRIES, connect=RETRIES, read=RETRIES, backoff_factor=0.5,
+        # Bounded retries with backoff for refused connections, timeouts and 5xx answers, counted.
+        self.retry_count = _RetryCount()
+        retry = _counting_retry(
+            self.retry_count, total=RETRIES, connect=RETRIES, read=RETRIES, backoff_factor=0.5,
             status_forcelist=(500, 502, 503, 504), allowed_methods=None, raise_on_status=False,
         )  # fmt: skip
+        read_timeout = float(os.environ.get("HALA_S3_READ_TIMEOUT", "120"))
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=120), retries=retry, maxsize=PARALLEL_PARTS * 4
+            timeout=urllib3.Timeout(connect=5, read=read_timeout), retries=retry, maxsize=PARALLEL_PARTS * 4
         )
         self.client = Minio(
             parsed.netloc,
@@ -121,6 +155,7 @@ class ObjectStore:
         import urllib3
         from minio.error import MinioException, S3Error
 
+        before = self.retry_count.value
         try:
             return fn(*args, **kwargs)
         except S3Error as err:
@@ -129,8 +164,9 @@ class ObjectStore:
             raise StorageError(f"{what} at {self.endpoint}: {err.code}: {err.message}") from None
         except (urllib3.exceptions.HTTPError, MinioException, OSError) as err:
             reason = getattr(err, "reason", None) or err
+            retried = self.retry_count.value - before
             raise StorageError(
-                f"S3 endpoint {self.endpoint} failed {what} after {RETRIES} retries: {type(reason).__name__}: {reason}"
+                f"S3 endpoint {self.endpoint} failed {what} after {retried} retries: {type(reason).__name__}: {reason}"
             ) from None
 
     # -- single objects -------------------------------------------------------------------
@@ -145,11 +181,11 @@ class ObjectStore:
         found = self.stat(uri)
         return found is not None and found.size == path.stat().st_size and _etag_matches(path, found.etag)
 
-    def upload_file(self, path: Path, uri: str) -> bool:
-        """Upload ``path`` unless ``uri`` already holds it; returns whether bytes moved. Verified after."""
+    def upload_file(self, path: Path, uri: str) -> int | None:
+        """Upload ``path`` unless ``uri`` already holds it; returns the bytes moved (None: already there). Verified after."""
         path = Path(path)
         if self.same(path, uri):
-            return False
+            return None
         bucket, key = split_uri(uri)
         self._call(
             f"upload of {uri}", self.client.fput_object, bucket, key, str(path),
@@ -157,26 +193,50 @@ class ObjectStore:
         )  # fmt: skip
         if not self.same(path, uri):
             raise StorageError(f"upload of {uri}: the stored object's size or ETag differs from {path}")
-        return True
+        return path.stat().st_size
 
-    def download_file(self, uri: str, path: Path) -> bool:
-        """Download ``uri`` to ``path`` unless it is already there; returns whether bytes moved.
+    def download_file(self, uri: str, path: Path) -> int | None:
+        """Download ``uri`` to ``path`` unless it is already there; returns the bytes moved (None: already there).
 
-        The minio client writes ``path.<etag>.part.minio`` and renames it when complete, and a
-        rerun continues a partial file from where it stopped.
+        Bytes go to ``path.<etag>.part`` as they arrive; a rerun after a cut asks only for the rest
+        (an HTTP range from the part's length), and the whole is checked (size and ETag) before it
+        becomes ``path``.
         """
         path = Path(path)
         found = self.stat(uri)
         if found is None:
             raise StorageError(f"{uri}: no such object at {self.endpoint}")
         if path.is_file() and path.stat().st_size == found.size and _etag_matches(path, found.etag):
-            return False
+            return None
         path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f"{path.name}.{found.etag.strip(chr(34))}.part")  # a new version starts a new part
+        offset = part.stat().st_size if part.is_file() else 0
+        if offset > found.size:
+            part.unlink()
+            offset = 0
+        part.touch()
         bucket, key = split_uri(uri)
-        self._call(f"download of {uri}", self.client.fget_object, bucket, key, str(path))
-        if path.stat().st_size != found.size or not _etag_matches(path, found.etag):
+        moved = 0
+        if offset < found.size:
+            response = self._call(f"download of {uri}", self.client.get_object, bucket, key, offset=offset)
+            try:
+                with part.open("ab") as out:
+                    for chunk in response.stream(amt=1 << 20):
+                        out.write(chunk)
+                        moved += len(chunk)
+            except Exception as err:  # noqa: BLE001 - a cut stream: what arrived stays in the part file for the rerun
+                raise StorageError(
+                    f"S3 endpoint {self.endpoint} cut the download of {uri} after {offset + moved} of {found.size} bytes "
+                    f"({type(err).__name__}); a rerun fetches the rest"
+                ) from None
+            finally:
+                response.close()
+                response.release_conn()
+        if part.stat().st_size != found.size or not _etag_matches(part, found.etag):
+            part.unlink()  # wrong bytes are not worth resuming
             raise StorageError(f"download of {uri}: {path} differs from the stored object (size or ETag)")
-        return True
+        part.replace(path)
+        return moved
 
     # -- directories ----------------------------------------------------------------------
 
@@ -204,22 +264,28 @@ class ObjectStore:
         local = Path(local)
         if not local.is_dir():
             raise StorageError(f"upload of {uri}: {local} is not a folder")
+        before = self.retry_count.value
         files = sorted(p for p in local.rglob("*") if p.is_file())
         jobs = [(p.stat().st_size, lambda p=p: self.upload_file(p, join_uri(uri, p.relative_to(local).as_posix()))) for p in files]
         result = _transfer(f"upload to {uri}", jobs, workers)
-        log.info("uploaded %s to %s: %d files, %d bytes, %d already there", local, uri, result.files, result.bytes, result.skipped)
+        result.retries = self.retry_count.value - before
+        log.info("uploaded %s to %s: %d files, %d bytes, %d already there, %d retries", local, uri, result.files, result.bytes,
+                 result.skipped, result.retries)  # fmt: skip
         return result
 
     def download_dir(self, uri: str, local: Path, workers: int = 4, include: Callable[[str], bool] | None = None) -> Transfer:
         """Download every object under the prefix ``uri`` (those whose relative name ``include``
         accepts, if given) into ``local``; files already there are skipped."""
         local = Path(local)
+        before = self.retry_count.value  # the listing's retries count too
         objects = [(name, size) for name, size in self.list(uri) if include is None or include(name)]
         if not objects:
             raise StorageError(f"{uri}: no objects{' to download' if include else ''} under this prefix at {self.endpoint}")
         jobs = [(size, lambda name=name: self.download_file(join_uri(uri, name), local / name)) for name, size in objects]
         result = _transfer(f"download of {uri}", jobs, workers)
-        log.info("downloaded %s to %s: %d files, %d bytes, %d already there", uri, local, result.files, result.bytes, result.skipped)
+        result.retries = self.retry_count.value - before
+        log.info("downloaded %s to %s: %d files, %d bytes, %d already there, %d retries", uri, local, result.files, result.bytes,
+                 result.skipped, result.retries)  # fmt: skip
         return result
 
     def remove_prefix(self, uri: str) -> int:
@@ -242,14 +308,14 @@ class ObjectStore:
         self._call(f"write check of {uri}", self.client.remove_object, bucket, key)
 
 
-def _transfer(desc: str, jobs: list[tuple[int, Callable[[], bool]]], workers: int) -> Transfer:
-    """Run (size, move) jobs on ``workers`` threads with a bytes progress bar; each move says whether bytes moved."""
+def _transfer(desc: str, jobs: list[tuple[int, Callable[[], int | None]]], workers: int) -> Transfer:
+    """Run (size, move) jobs on ``workers`` threads with a bytes progress bar; each move returns the bytes it moved (None: none needed)."""
     result = Transfer()
     with progress_bar(desc, total=sum(size for size, _ in jobs), unit="B") as bar, ThreadPoolExecutor(workers) as pool:
         for (size, _), moved in zip(jobs, pool.map(lambda job: job[1](), jobs), strict=True):
             result.files += 1
-            result.bytes += size if moved else 0
-            result.skipped += 0 if moved else 1
+            result.bytes += moved or 0
+            result.skipped += moved is None
             bar.update(size)
     return result
 

@@ -96,8 +96,10 @@ def test_a_partial_download_is_replaced_by_the_whole_object(s3_env, small_parts,
     store.upload_dir(checkpoint, uri)
     target = tmp_path / "model.safetensors"
     target.write_bytes((checkpoint / "model.safetensors").read_bytes()[: 4 * MiB])  # cut short
-    assert store.download_file(f"{uri}/model.safetensors", target) is True
+    # A file of the wrong size where the object should be is not a part of it: the whole object comes again.
+    assert store.download_file(f"{uri}/model.safetensors", target) == (checkpoint / "model.safetensors").stat().st_size
     assert _digest(target) == _digest(checkpoint / "model.safetensors")
+    assert store.download_file(f"{uri}/model.safetensors", target) is None  # in place: nothing moves
 
 
 def test_a_refusing_endpoint_fails_with_its_address_after_bounded_retries(monkeypatch, tmp_path):

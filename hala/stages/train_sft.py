@@ -286,7 +286,14 @@ def _restore_checkpoints(uri: str, folder: Path) -> None:
     if steps:
         newest = f"checkpoint-{max(steps)}"
         log.info("restoring %s from %s", newest, uri)
-        store.download_dir(f"{uri.rstrip('/')}/{newest}", folder / newest)
+        # Into a hidden folder first: a download cut short must not look like a checkpoint (its small
+        # trainer_state.json arrives before the weights); a rerun resumes it there, then it is renamed.
+        staging = folder / f".{newest}.restoring"
+        store.download_dir(f"{uri.rstrip('/')}/{newest}", staging)
+        target = folder / newest
+        if target.exists():  # a local copy without trainer_state.json: cut short, and replaced
+            shutil.rmtree(target)
+        staging.rename(target)
 
 
 class _CheckpointUpload:
