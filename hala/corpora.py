@@ -24,6 +24,7 @@ import random
 import re
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -389,16 +390,34 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
 
 
-def write_json(path: Path, value: object) -> None:
-    """Write one JSON document to ``path`` atomically and durably."""
+@contextmanager
+def _atomic(path: Path) -> Iterator:
+    """A text file handle whose contents become ``path`` only when the block ends well, durably.
+
+    On failure (a full disk, a crash) the temporary file goes and ``path`` is untouched; an
+    OSError names ``path`` (Python's own names no file for a failed write).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
-    with tmp.open("w", encoding="utf-8") as fh:
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename below must never publish a file whose bytes are not on disk
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write one JSON document to ``path`` atomically and durably."""
+    with _atomic(path) as fh:
         fh.write(json.dumps(value, sort_keys=True, ensure_ascii=False))
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 def estimate_rows(ds: DatasetRef) -> int | None:
@@ -431,17 +450,11 @@ def count_rows(ds: DatasetRef) -> int | None:
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     """Write rows to ``path`` atomically (a crash never leaves a half file); returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
     n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
+    with _atomic(path) as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
-        fh.flush()
-        os.fsync(fh.fileno())  # the rename below must never publish a file whose bytes are not on disk
-    tmp.replace(path)
     return n
 
 
