@@ -48,10 +48,19 @@ def _artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+# Bounded retries against the tracking server: with backoff 1, 2, 4, 8 and 16 s a stage rides out
+# a server that restarts within about half a minute, then fails with MLflow's error, which names
+# the server's URL. (MLflow's own defaults, 7 retries at backoff 2, wait over four minutes.)
+MLFLOW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+INTERRUPTED = "hala.interrupted"
+
+
 def _quiet_mlflow() -> None:
     # MLflow would otherwise probe git for source info on every run; pipeline pods have no repository.
     os.environ.setdefault("MLFLOW_TRACKING_SOURCE_GIT_DISABLED", "true")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    for name, value in MLFLOW_RETRIES.items():
+        os.environ.setdefault(name, value)
 
 
 def use_store(tracking_uri: str, experiment: str) -> str:
@@ -129,12 +138,25 @@ def image_tags() -> dict[str, str]:
     return {tag: os.environ[env] for env, tag in names.items() if os.environ.get(env)}
 
 
+def _close_interrupted(client, experiment_id: str, parent_run_id: str, stage: str) -> None:
+    """Mark FAILED any run of this stage under this parent still RUNNING: an earlier attempt that died
+    (a killed pod, a tracking server that was down when it failed) and could not close its run."""
+    stale = client.search_runs(
+        [experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`hala.stage` = '{stage}' and attributes.status = 'RUNNING'",
+    )
+    for run in stale:
+        client.set_tag(run.info.run_id, INTERRUPTED, "its attempt ended without closing it; closed by the next attempt")
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
 @contextmanager
 def stage_run(recipe: Recipe, tracking_uri: str, parent_run_id: str, stage: str, section: object = None) -> Iterator[str]:
     """A nested MLflow run for one stage; it is marked FAILED if the body raises."""
     import mlflow
 
     experiment_id = use_store(tracking_uri, recipe.tracking.experiment)
+    _close_interrupted(mlflow.MlflowClient(), experiment_id, parent_run_id, stage)
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=stage,
