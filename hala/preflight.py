@@ -168,10 +168,17 @@ def _hub_dataset(dataset: str) -> None:
 def _check_tracking(uri: str) -> None:
     from mlflow import MlflowClient
 
-    # A server that does not answer should fail in seconds, not after MLflow's default retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    # A server that does not answer should fail in seconds, not after the stages' retries (hala.tracking).
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _check_plan(recipe: Recipe) -> None:
