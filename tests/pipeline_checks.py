@@ -3,6 +3,9 @@ gives ``any_run`` (its run folder and summary); tests/test_pipeline.py runs the 
 tests/test_containers.py in their images."""
 
 import json
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,83 @@ from hala.corpora import bundled_path, file_hash
 from tests.slerp_reference import slerp
 
 BUNDLED = Path(__file__).resolve().parents[1] / "hala" / "data" / "smoke"
+
+# Planted in every secret-bearing variable for the whole smoke run: none may reach anything it writes.
+PLANTED = {
+    "HF_TOKEN": "hf_plantedSecret7c1d9e",
+    "MLFLOW_TRACKING_PASSWORD": "planted-password-8f3e",
+    "MLFLOW_TRACKING_TOKEN": "planted-mlflow-token-2d6c",
+    "KF_PIPELINES_TOKEN": "planted-kfp-token-9a4b",
+}
+# Set too, but an identity, not a secret: MLflow records the tracking username as its runs' user.
+IDENTITY = {"MLFLOW_TRACKING_USERNAME": "planted-user-5b2a"}
+
+
+@contextmanager
+def planted_secrets(extra: dict[str, str] | None = None):
+    """PLANTED, IDENTITY (and ``extra``) in os.environ for the block; the previous values after it."""
+    values = {**PLANTED, **IDENTITY, **(extra or {})}
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield values
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def output_to(path: Path):
+    """Everything the block prints or logs into ``path``: file descriptors 1 and 2 (this process and its
+    children), sys.stdout and sys.stderr, and every logging stream handler (kfp.local's among them,
+    which streams its tasks' output)."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds = os.dup(1), os.dup(2)
+    loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)]
+    with path.open("wb") as log, open(log.fileno(), "w", encoding="utf-8", closefd=False) as text:
+        swapped = []
+        for handler in {h for lg in loggers for h in lg.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)}:
+            try:
+                swapped.append((handler, handler.setStream(text)))
+            except AttributeError:  # a handler whose stream is fixed (sys.stderr's own, swapped below)
+                pass
+        saved_sys = sys.stdout, sys.stderr
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = text
+        try:
+            yield
+        finally:
+            text.flush()
+            sys.stdout, sys.stderr = saved_sys
+            for handler, stream in swapped:
+                handler.setStream(stream)
+            # Handlers made during the block took the log as their stream: back to the real stdout.
+            for lg in [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)]:
+                for handler in lg.handlers:
+                    if getattr(handler, "stream", None) is text:
+                        handler.setStream(sys.stdout)
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            os.close(saved_fds[0])
+            os.close(saved_fds[1])
+
+
+def leaks(folder: Path, secrets: dict[str, str]) -> list[str]:
+    """Every (file, variable) where a secret's value appears in a file under ``folder``."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [f"{path.relative_to(folder)}: {name}" for name, value in secrets.items() if value.encode() in data]
+    return found
 
 
 def _client(summary):
@@ -29,7 +109,19 @@ def _rows(path):
 
 
 class RunChecks:
-    """What a finished smoke run must have left behind, whichever runner ran its tasks."""
+    """What a finished smoke run must have left behind, whichever runner ran its tasks.
+
+    A runner's module also gives ``run_secrets``: the secret values its run had in its environment.
+    """
+
+    def test_no_secret_reached_any_file_log_or_mlflow_record_of_the_run(self, any_run, run_secrets):
+        out, _ = any_run
+        # run.log holds every line the run printed; mlflow.db its params, tags and metrics; the rest its artifacts.
+        assert (out / "run.log").stat().st_size > 0 and list(out.rglob("mlflow.db"))
+        found = leaks(out, run_secrets)
+        assert found == [], found
+        # The search finds what is there: the username, an identity MLflow records as the runs' user.
+        assert any(f.endswith(": MLFLOW_TRACKING_USERNAME") for f in leaks(out, IDENTITY))
 
     def test_summary_locates_every_artifact(self, any_run):
         out, summary = any_run

@@ -13,8 +13,7 @@ import pytest
 from hala import __version__
 from hala.images import FAMILIES, LOCAL_REGISTRY
 from hala.recipe import load_recipe
-from tests.pipeline_checks import _client
-from tests.pipeline_checks import RunChecks
+from tests.pipeline_checks import PLANTED, RunChecks, _client, output_to, planted_secrets
 from tests.test_compile import FAMILY
 
 pytestmark = pytest.mark.slow
@@ -107,13 +106,21 @@ def docker_smoke_run(built_images, s3_server, tmp_path_factory):
         # The server outlives the run here, so that the checks below can read its artifacts.
         with mlflow_server(client, mlflow_image(LOCAL_REGISTRY), out / "mlflow-server", artifacts, server_env) as server:
             data["tracking"]["tracking_uri"] = server.uri
-            summary = run_local(parse_recipe(data, "smoke-in-containers"), out / "run", runner="docker")
+            # The tasks get these as pods get them from Secrets; none may reach what the run writes.
+            with planted_secrets(), output_to(out / "run" / "run.log"):
+                summary = run_local(parse_recipe(data, "smoke-in-containers"), out / "run", runner="docker")
             yield out / "run", summary
 
 
 @pytest.fixture(scope="module")
 def any_run(docker_smoke_run):
     return docker_smoke_run
+
+
+@pytest.fixture(scope="module")
+def run_secrets(s3_server):
+    # The S3 server's own secret key, which every task had: a real secret, not a planted one.
+    return {**PLANTED, "AWS_SECRET_ACCESS_KEY": s3_server["env"]["AWS_SECRET_ACCESS_KEY"]}
 
 
 class TestContainerRun(RunChecks):
@@ -165,6 +172,18 @@ def test_every_task_ran_in_its_family_image(docker_smoke_run, built_images, s3_s
     assert teacher.source == f"models:/{model_id}"
     assert client.get_model_version_download_uri("hala-smoke-teacher-fp8", teacher.version).startswith("mlflow-artifacts:")
     assert f"docker-smoke/mlflow-artifacts/{client.get_run(parent_id).info.experiment_id}/models/{model_id}/artifacts/model/model.safetensors" in stored
+
+
+def test_no_secret_reached_the_bucket(docker_smoke_run, s3_server, run_secrets):
+    """The run's MLflow artifacts and registered models, and its checkpoints, as stored in S3."""
+    client, bucket = s3_server["client"], s3_server["bucket"]
+    objects = list(client.list_objects(bucket, "docker-smoke/", recursive=True))
+    assert len(objects) > 20
+    found = []
+    for obj in objects:
+        data = client.get_object(bucket, obj.object_name).read()
+        found += [f"{obj.object_name}: {name}" for name, value in run_secrets.items() if value.encode() in data]
+    assert found == []
 
 
 def _run_cli(*args):

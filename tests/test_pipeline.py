@@ -8,9 +8,13 @@ import pytest
 from safetensors.torch import load_file
 
 from hala.recipe import load_recipe
-from tests.pipeline_checks import RunChecks
+from tests.pipeline_checks import PLANTED, RunChecks, output_to, planted_secrets
 
 pytestmark = pytest.mark.slow
+
+
+# A planted S3 secret too: the subprocess run has no bucket, so nothing may even have read it.
+S3_SECRET = {"AWS_SECRET_ACCESS_KEY": "planted-s3-secret-4e7f"}
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +22,19 @@ def smoke_run(tmp_path_factory):
     from pipelines.local import run_local
 
     out = tmp_path_factory.mktemp("smoke-run")
-    summary = run_local(load_recipe("smoke"), out)
+    with planted_secrets(S3_SECRET), output_to(out / "run.log"):
+        summary = run_local(load_recipe("smoke"), out)
     return out, summary
 
 
 @pytest.fixture(scope="module")
 def any_run(smoke_run):
     return smoke_run
+
+
+@pytest.fixture(scope="module")
+def run_secrets():
+    return {**PLANTED, **S3_SECRET}
 
 
 class TestSubprocessRun(RunChecks):

@@ -260,3 +260,29 @@ def test_multi_node_settings_are_checked_when_the_recipe_loads(change, message):
     with pytest.raises(RecipeError) as err:
         parse_recipe(data, "test")
     assert message in str(err.value)
+
+
+def _strict(schema):
+    """The CRD schema refusing unknown fields: an API server prunes them without a word, so a field
+    hala misspells would silently not exist."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    return [_strict(v) for v in schema] if isinstance(schema, list) else schema
+
+
+def test_the_trainjob_manifest_validates_against_the_trainer_crd_schema():
+    import jsonschema
+
+    schema = _strict(json.loads((Path(__file__).parent / "fixtures" / "crds" / "trainjob-v1alpha1-trainer-v2.2.0.schema.json").read_text()))
+    recipe = load_recipe("hala-9b")
+    target = TrainJobTarget(cluster=recipe.cluster, work_uri="s3://hala/runs/r1/trainjob/hala-9b", name=trainjob_name("r1", "hala-9b"),
+                            image="registry.example.org/hala-train:0.1.0")  # fmt: skip
+    manifest = build_trainjob(target, recipe.students.training, "s3://hala/runs/r1/trainjob/hala-9b/job.json")
+    jsonschema.validate(manifest, schema)  # the shipped 9B recipe's job: 2 nodes, its Secrets, placement, volumes
+    # A misspelt field is refused by name (and would have been pruned by the API server).
+    manifest["spec"]["trainer"]["numNode"] = 2
+    with pytest.raises(jsonschema.ValidationError, match="'numNode' was unexpected"):
+        jsonschema.validate(manifest, schema)

@@ -33,7 +33,7 @@ def _process(shard):
     return kept, rejected, 0
 
 
-def test_a_full_disk_stops_the_stage_at_the_shard_that_did_not_fit_and_a_rerun_finishes(small_fs, tmp_path):
+def test_a_full_disk_stops_the_stage_at_the_shard_that_did_not_fit_and_a_rerun_finishes(small_fs, tmp_path, fault_record):
     filler = small_fs / "filler"
     filler.write_bytes(b"\0" * (1024 * 1024 - 200 * 1024))  # 200 KiB left: two shards fit, the third does not
     store = ShardStore(small_fs / "shards")
@@ -59,3 +59,7 @@ def test_a_full_disk_stops_the_stage_at_the_shard_that_did_not_fit_and_a_rerun_f
     rows = lambda s, results: [row["row"] for r in results for row in read_jsonl(s.kept_path(r.key))]  # noqa: E731
     assert rows(store, rerun) == rows(ShardStore(tmp_path / "clean"), clean) == [r for r in range(80) if r % 5]
     assert os.statvfs(small_fs).f_bavail > 0
+    got = rows(store, rerun)
+    fault_record(f"disk: the shard folder's filesystem full after {len(markers)} of 10 shards",
+                 "stopped with ENOSPC naming the file; no marker or partial file for the shard; the rerun reused the "
+                 f"{len(markers)} and completed", lost=64 - len(set(got)), duplicated=len(got) - len(set(got)))  # fmt: skip

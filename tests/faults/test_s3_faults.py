@@ -54,7 +54,7 @@ def checkpoint(tmp_path):
     return folder
 
 
-def test_a_multipart_upload_through_resets_and_503s_completes_with_its_retries_counted(proxy, s3_env, checkpoint, tmp_path):
+def test_a_multipart_upload_through_resets_and_503s_completes_with_its_retries_counted(proxy, s3_env, checkpoint, tmp_path, fault_record):
     uri = f"s3://{s3_env['bucket']}/faults/upload"
     proxy.plan("reset", "503", "reset", "503")
     sent = ObjectStore.from_env().upload_dir(checkpoint, uri)
@@ -63,13 +63,17 @@ def test_a_multipart_upload_through_resets_and_503s_completes_with_its_retries_c
     assert sent.retries >= 4 and (sent.files, sent.skipped) == (4, 0)
     # Nothing lost, nothing duplicated: exactly the four files, byte for byte (read back past the proxy).
     direct = _direct(s3_env)
-    assert sorted(name for name, _ in direct.list(uri)) == sorted(_tree(checkpoint))
+    stored = [name for name, _ in direct.list(uri)]
+    assert sorted(stored) == sorted(_tree(checkpoint))
     direct.download_dir(uri, tmp_path / "back")
     assert _tree(tmp_path / "back") == _tree(checkpoint)
     assert direct.stat(f"{uri}/model.safetensors").etag.strip('"').endswith("-3")
+    fault_record("S3: 2 resets and 2 503s during a multipart upload (4 files, 14 MiB, 5 MiB parts)",
+                 f"completed after {sent.retries} retries; every file verified by size and ETag",
+                 lost=len(set(_tree(checkpoint)) - set(stored)), duplicated=len(stored) - len(set(stored)))  # fmt: skip
 
 
-def test_a_download_through_a_stall_a_reset_and_a_503_completes(proxy, s3_env, checkpoint, tmp_path, monkeypatch):
+def test_a_download_through_a_stall_a_reset_and_a_503_completes(proxy, s3_env, checkpoint, tmp_path, monkeypatch, fault_record):
     uri = f"s3://{s3_env['bucket']}/faults/download"
     _direct(s3_env).upload_dir(checkpoint, uri)
     monkeypatch.setenv("HALA_S3_READ_TIMEOUT", "2")
@@ -78,9 +82,11 @@ def test_a_download_through_a_stall_a_reset_and_a_503_completes(proxy, s3_env, c
     assert proxy.applied == [("stall", 4), "reset", "503"] and got.retries >= 3
     assert _tree(tmp_path / "restored") == _tree(checkpoint)
     assert not list((tmp_path / "restored").rglob("*.part"))
+    fault_record("S3: a 4 s stall (read timeout 2 s), a reset and a 503 during a download", f"completed after {got.retries} retries",
+                 lost=len(set(_tree(checkpoint)) - set(_tree(tmp_path / "restored"))))  # fmt: skip
 
 
-def test_when_the_retries_run_out_the_error_counts_them(proxy, s3_env, tmp_path, monkeypatch):
+def test_when_the_retries_run_out_the_error_counts_them(proxy, s3_env, tmp_path, monkeypatch, fault_record):
     monkeypatch.setattr(storage, "RETRIES", 2)
     proxy.plan(*["reset"] * 10)
     (tmp_path / "f").write_text("x")
@@ -88,9 +94,11 @@ def test_when_the_retries_run_out_the_error_counts_them(proxy, s3_env, tmp_path,
         ObjectStore.from_env().upload_file(tmp_path / "f", f"s3://{s3_env['bucket']}/faults/never")
     assert str(err.value).startswith(f"S3 endpoint {proxy.url} failed stat of s3://{s3_env['bucket']}/faults/never after 2 retries")
     assert proxy.connections == 3  # the first try and two retries, counted by the proxy too
+    fault_record("S3: every connection reset (retry budget 2)", "failed naming the endpoint and the request after 2 retries, "
+                 f"{proxy.connections} connections seen by the proxy")  # fmt: skip
 
 
-def test_a_download_corrupted_on_the_way_fails_naming_the_object_and_keeps_nothing(proxy, s3_env, checkpoint, tmp_path):
+def test_a_download_corrupted_on_the_way_fails_naming_the_object_and_keeps_nothing(proxy, s3_env, checkpoint, tmp_path, fault_record):
     uri = f"s3://{s3_env['bucket']}/faults/corrupt/model.safetensors"
     _direct(s3_env).upload_file(checkpoint / "model.safetensors", uri)
     proxy.plan("corrupt")
@@ -101,9 +109,11 @@ def test_a_download_corrupted_on_the_way_fails_naming_the_object_and_keeps_nothi
     # The next try, unharmed, brings the right bytes.
     ObjectStore.from_env().download_file(uri, target)
     assert _digest(target) == _digest(checkpoint / "model.safetensors")
+    fault_record("S3: one byte of a download flipped on the way (ETag mismatch)",
+                 "refused with StorageError naming the object; no file kept; the next try is whole")  # fmt: skip
 
 
-def test_a_cut_download_resumes_moving_only_the_bytes_it_lacks(proxy, s3_env, checkpoint, tmp_path):
+def test_a_cut_download_resumes_moving_only_the_bytes_it_lacks(proxy, s3_env, checkpoint, tmp_path, fault_record):
     uri = f"s3://{s3_env['bucket']}/faults/cut/model.safetensors"
     size = (checkpoint / "model.safetensors").stat().st_size
     _direct(s3_env).upload_file(checkpoint / "model.safetensors", uri)
@@ -118,9 +128,11 @@ def test_a_cut_download_resumes_moving_only_the_bytes_it_lacks(proxy, s3_env, ch
     moved = ObjectStore.from_env().download_file(uri, target)
     assert moved == size - kept == proxy.object_bytes < size
     assert _digest(target) == _digest(checkpoint / "model.safetensors") and not part.exists()
+    fault_record(f"S3: a download cut after {kept / MiB:.1f} of {size / MiB:.1f} MiB",
+                 f"the rerun asked for the rest only: {moved / MiB:.1f} MiB ({moved / size:.0%} of the object)")  # fmt: skip
 
 
-def test_checkpoint_sync_survives_resets_on_the_way_up_and_a_cut_on_the_way_down(proxy, s3_env, checkpoint, tmp_path):
+def test_checkpoint_sync_survives_resets_on_the_way_up_and_a_cut_on_the_way_down(proxy, s3_env, checkpoint, tmp_path, fault_record):
     from hala.stages.train_sft import _CheckpointUpload, _restore_checkpoints
 
     uri = f"s3://{s3_env['bucket']}/faults/run/checkpoints"
@@ -141,4 +153,8 @@ def test_checkpoint_sync_survives_resets_on_the_way_up_and_a_cut_on_the_way_down
     _restore_checkpoints(uri, restored)
     assert [p.name for p in restored.iterdir()] == ["checkpoint-40"]
     assert _tree(restored / "checkpoint-40") == _tree(checkpoint)
-    assert proxy.object_bytes < sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())  # the rest, not the whole
+    total = sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())
+    assert proxy.object_bytes < total  # the rest, not the whole
+    fault_record("S3: checkpoint sync with 2 resets on upload, then the restore cut",
+                 f"uploaded whole; the cut restore left no checkpoint to resume from; the rerun fetched {proxy.object_bytes / total:.0%} of the bytes",
+                 lost=len(set(_tree(checkpoint)) - set(_tree(restored / "checkpoint-40"))))  # fmt: skip
