@@ -158,3 +158,25 @@ def test_checkpoint_sync_survives_resets_on_the_way_up_and_a_cut_on_the_way_down
     fault_record("S3: checkpoint sync with 2 resets on upload, then the restore cut",
                  f"uploaded whole; the cut restore left no checkpoint to resume from; the rerun fetched {proxy.object_bytes / total:.0%} of the bytes",
                  lost=len(set(_tree(checkpoint)) - set(_tree(restored / "checkpoint-40"))))  # fmt: skip
+
+
+def test_an_object_changed_under_an_upload_fails_its_verification_naming_both(proxy, s3_env, checkpoint, fault_record):
+    """Another writer replaces the object between hala's upload and its check: the ETag tells."""
+    import io
+
+    uri = f"s3://{s3_env['bucket']}/faults/raced/config.json"
+    store = ObjectStore.from_env()
+    upload = store.client.fput_object
+    path = checkpoint / "config.json"
+
+    def then_overwritten(bucket, key, file_path, **kwargs):
+        result = upload(bucket, key, file_path, **kwargs)
+        other = path.read_bytes().replace(b"lfm2", b"LFM2")  # same size, other bytes
+        _direct(s3_env).client.put_object(bucket, key, io.BytesIO(other), len(other))
+        return result
+
+    store.client.fput_object = then_overwritten
+    with pytest.raises(StorageError, match=rf"^upload of {uri}: the stored object's size or ETag differs from {path}$"):
+        store.upload_file(path, uri)
+    fault_record("S3: the object replaced by another writer between upload and verification",
+                 "refused with StorageError naming the object and the local file")  # fmt: skip
