@@ -104,7 +104,8 @@ def docker_smoke_run(built_images, s3_server, tmp_path_factory):
             env.setenv(name, value)
         artifacts = f"s3://{bucket}/docker-smoke/mlflow-artifacts"
         # The server outlives the run here, so that the checks below can read its artifacts.
-        with mlflow_server(client, mlflow_image(LOCAL_REGISTRY), out / "mlflow-server", artifacts, server_env) as server:
+        # (Its store inside the run's folder, where the checks look for everything the run wrote.)
+        with mlflow_server(client, mlflow_image(LOCAL_REGISTRY), out / "run" / "mlflow-server", artifacts, server_env) as server:
             data["tracking"]["tracking_uri"] = server.uri
             # The tasks get these as pods get them from Secrets; none may reach what the run writes.
             with planted_secrets(), output_to(out / "run" / "run.log"):

@@ -133,7 +133,7 @@ def test_rerun_reuses_earlier_outputs_and_skips_their_stages(smoke_run, s3_env, 
     client = mlflow.MlflowClient(summary["mlflow"]["tracking_uri"])
     parent_id = summary["mlflow"]["parent_run_id"]
     children = client.search_runs([client.get_run(parent_id).info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-    assert sorted(r.info.run_name for r in children) == ["evaluate_student[nano-s]", "evaluate_translator", "merge_student[nano-s]"]
+    assert sorted(r.info.run_name for r in children) == ["evaluate_student[nano-s]", "evaluate_translator", "merge_student[nano-s]", "register_models"]
     assert not list((tmp_path / "artifacts").glob("*/quantize-teacher"))
     out = summary["artifacts"]
     assert out["fp8_teacher"] == arts["fp8_teacher"] and out["translator"] == translator_uri
