@@ -146,4 +146,7 @@ def test_rerun_reuses_earlier_outputs_and_skips_their_stages(smoke_run, s3_env, 
     sft = load_file(str(Path(arts["students"]["nano-s"]["sft_checkpoint"]) / "model.safetensors"))
     assert merged.keys() == sft.keys()
     teacher = client.get_model_version_by_alias("hala-smoke-teacher-fp8", "challenger")
-    assert teacher.source == arts["fp8_teacher"] and teacher.tags["hala.source_run"] == parent_id
+    # The reused FP8 copy is registered again as this run's MLflow Model, and says where it came from.
+    assert teacher.source == f"models:/{summary['registered']['hala-smoke-teacher-fp8']['model_id']}"
+    assert teacher.tags["hala.source_run"] == parent_id and teacher.tags["hala.teacher.version"] == f"reused FP8 copy {arts['fp8_teacher']}"
+    assert summary["teacher"] == {"model": "tiny:teacher", "revision": None, "version": None, "reused_fp8": arts["fp8_teacher"]}
