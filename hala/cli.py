@@ -22,18 +22,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _mlflow_credentials() -> str:
+def _no_credentials(tracking_uri: str | None) -> None:
+    """Refuse user:password in --tracking-uri, naming it without the secret (errors and logs keep URLs)."""
+    from hala.recipe import refuse_credentials
     from hala.submit import MLFLOW_CREDENTIALS
 
-    return MLFLOW_CREDENTIALS
-
-
-def _no_credentials(url: str | None, option: str, instead: str) -> None:
-    """Refuse user:password in a URL option, naming it without the secret (errors and logs keep URLs)."""
-    from hala.recipe import refuse_credentials
-
     try:
-        refuse_credentials(url, option, instead)
+        refuse_credentials(tracking_uri, "--tracking-uri", MLFLOW_CREDENTIALS)
     except ValueError as err:
         _fail(str(err))
 
@@ -203,7 +198,7 @@ def preflight_(
     """Check what a run needs, from here: bucket, MLflow, Secrets in the environment, models and datasets."""
     from hala.preflight import PreflightError, check_run
 
-    _no_credentials(tracking_uri, "--tracking-uri", _mlflow_credentials())
+    _no_credentials(tracking_uri)
     r = _recipe(recipe)
     try:
         passed = check_run(r, tracking_uri or r.tracking.tracking_uri)
@@ -369,7 +364,7 @@ def promote(
     from hala.promotion import CHAMPION, PromotionRefused, promote as run_promotion, rollback
     from hala.tracking import local_tracking_uri
 
-    _no_credentials(tracking_uri, "--tracking-uri", _mlflow_credentials())
+    _no_credentials(tracking_uri)
     r = _recipe(recipe)
     uri = tracking_uri or r.tracking.tracking_uri or local_tracking_uri(Path("runs/smoke"))
     try:
@@ -420,7 +415,7 @@ def deploy(
     """Serve registered model versions with vLLM: resolve the aliases, write the values, helm upgrade --install."""
     from hala.tracking import local_tracking_uri
 
-    _no_credentials(tracking_uri, "--tracking-uri", _mlflow_credentials())
+    _no_credentials(tracking_uri)
     uri = tracking_uri or local_tracking_uri(Path("runs/smoke"))
     _deploy(uri, model, alias, release, namespace, gpus, values, out, dry_run, artifacts_destination)
 
@@ -437,7 +432,7 @@ def chat(
     from hala.registry import RegistryError, load_chat_model
     from hala.tracking import local_tracking_uri
 
-    _no_credentials(tracking_uri, "--tracking-uri", _mlflow_credentials())
+    _no_credentials(tracking_uri)
     uri = tracking_uri or local_tracking_uri(Path("runs/smoke"))
     try:
         pipe = load_chat_model(uri, model, alias)

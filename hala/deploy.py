@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from hala.promotion import CHAMPION
-from hala.registry import CHECKPOINT_DIR, aliases_text, version_model_id
+from hala.registry import CHECKPOINT_DIR, RegistryError, version_by_alias, version_model_id
 from hala.tracking import registry_client
 
 # The MLflow server's own setting (charts/hala-mlflow sets it): where mlflow-artifacts:/ paths live.
@@ -67,19 +67,11 @@ def storage_uri(location: str, destination: str | None) -> str:
 
 def resolve(tracking_uri: str, model: str, alias: str, gpus: int = 1, destination: str | None = None) -> dict:
     """The chart's ``models`` entry for ``model``'s version with ``alias``."""
-    from mlflow.exceptions import MlflowException
-
     client = registry_client(tracking_uri)
     try:
-        registered = client.get_registered_model(model)
-    except MlflowException:
-        names = sorted(m.name for m in client.search_registered_models(max_results=50))
-        known = ", ".join(names) if names else "none"
-        raise DeployError(f"no registered model {model!r} at {tracking_uri}; registered models: {known}") from None
-    aliases = dict(registered.aliases or {})
-    if alias not in aliases:
-        raise DeployError(f"{model} has no alias {alias!r}; its aliases: {aliases_text(client, model)}")
-    version = client.get_model_version(model, aliases[alias])
+        version = version_by_alias(client, tracking_uri, model, alias)
+    except RegistryError as err:
+        raise DeployError(str(err)) from None
     if version_model_id(version) is None:
         raise DeployError(
             f"{model} version {version.version} ({alias}) is not an MLflow Model (its source is {version.source}); "

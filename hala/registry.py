@@ -228,13 +228,10 @@ def aliases_text(client, name: str) -> str:
     return ", ".join(f"{a} (version {v})" for a, v in sorted(aliases.items())) or "none"
 
 
-def load_chat_model(tracking_uri: str, name: str, alias: str):
-    """The transformers pipeline of ``name``'s version with ``alias``, loaded as MLflow loads it;
-    an unknown model or alias is refused listing what exists."""
-    import mlflow
+def version_by_alias(client, tracking_uri: str, name: str, alias: str):
+    """``name``'s version with ``alias``; an unknown model or alias is refused listing what exists."""
     from mlflow.exceptions import MlflowException
 
-    client = registry_client(tracking_uri)
     try:
         aliases = dict(client.get_registered_model(name).aliases or {})
     except MlflowException:
@@ -242,4 +239,13 @@ def load_chat_model(tracking_uri: str, name: str, alias: str):
         raise RegistryError(f"no registered model {name!r} at {tracking_uri}; registered models: {known}") from None
     if alias not in aliases:
         raise RegistryError(f"{name} has no alias {alias!r}; its aliases: {aliases_text(client, name)}")
+    return client.get_model_version(name, aliases[alias])
+
+
+def load_chat_model(tracking_uri: str, name: str, alias: str):
+    """The transformers pipeline of ``name``'s version with ``alias``, loaded as MLflow loads it;
+    an unknown model or alias is refused listing what exists."""
+    import mlflow
+
+    version_by_alias(registry_client(tracking_uri), tracking_uri, name, alias)
     return mlflow.transformers.load_model(f"models:/{name}@{alias}")

@@ -7,6 +7,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -34,16 +35,8 @@ IDENTITY = {"MLFLOW_TRACKING_USERNAME": "planted-user-5b2a"}
 def planted_secrets(extra: dict[str, str] | None = None):
     """PLANTED, IDENTITY (and ``extra``) in os.environ for the block; the previous values after it."""
     values = {**PLANTED, **IDENTITY, **(extra or {})}
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+    with mock.patch.dict(os.environ, values):
         yield values
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextmanager
