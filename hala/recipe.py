@@ -647,7 +647,7 @@ class Recipe(Section):
     description: str = ""
     languages: Languages = Languages()
     engine: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="generation backend; auto picks vLLM when a GPU is present"
+        "auto", description="generation backend; auto picks vLLM wherever the image has it (GPU or CPU build), else transformers"
     )
     teacher: Teacher
     bootstrap: Bootstrap

@@ -27,7 +27,7 @@ from hala.recipe import Bootstrap, Judge, Training
 log = logging.getLogger(__name__)
 
 # Bump when a builder changes so cached models are rebuilt.
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 # Rows of smoke/parallel_en_ar.jsonl from this one on are held out of the tiny teacher's training.
 HELD_OUT = 150
 SPECIAL_TOKENS = ["<|pad|>", "<|startoftext|>", "<|im_end|>", "<|im_start|>"]
@@ -136,28 +136,58 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 2048):
     return fast
 
 
+# The real model every tiny LFM2 is shaped like: its published config.json, shipped whole.
+LFM2_TEMPLATE = "LiquidAI/LFM2-350M"
+
+
+def lfm2_config(spec: TinySpec, tokenizer):
+    """A tiny LFM2 config carrying every key of the real one (the shipped LFM2-350M config.json).
+
+    vLLM's LFM2 reads keys that transformers' own Lfm2Config never writes (``block_dim``,
+    ``conv_dim``); a config made from transformers' defaults does not load there. So the real
+    file is the template and only the sizes are the tiny world's. The feed-forward width is kept
+    as given (``block_auto_adjust_ff_dim`` off: the real rule would round it to a multiple of 256).
+    """
+    from transformers import Lfm2Config
+
+    from hala.plan import shipped_models
+
+    real = dict(shipped_models()[LFM2_TEMPLATE]["config"])
+    attention = [i for i in range(spec.layers) if i % 2 == 1]
+    tiny = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": spec.hidden_size,
+        "block_dim": spec.hidden_size,
+        "conv_dim": spec.hidden_size,
+        "conv_dim_out": spec.hidden_size,
+        "block_ff_dim": spec.hidden_size * 2,
+        "block_auto_adjust_ff_dim": False,
+        "num_hidden_layers": spec.layers,
+        "full_attn_idxs": attention,
+        "num_attention_heads": spec.heads,
+        "num_heads": spec.heads,
+        "num_key_value_heads": max(1, spec.heads // 2),
+        "max_position_embeddings": 1024,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": True,
+    }
+    unknown = set(tiny) - set(real) - {"tie_word_embeddings"}
+    if unknown:
+        raise ValueError(f"tiny LFM2: {', '.join(sorted(unknown))} not in {LFM2_TEMPLATE}'s config.json")
+    # The weights' dtype is the tiny world's own (float32, as the CPU trains): save_pretrained writes
+    # it as transformers 5 names the key (dtype).
+    real.pop("torch_dtype", None)
+    return Lfm2Config(**(real | tiny))
+
+
 def _random_model(spec: TinySpec, tokenizer, out_dir: Path) -> None:
     import torch
-    from transformers import Lfm2Config, Lfm2ForCausalLM
+    from transformers import Lfm2ForCausalLM
 
     torch.manual_seed(spec.seed)
-    layer_types = ["conv" if i % 2 == 0 else "full_attention" for i in range(spec.layers)]
-    config = Lfm2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.hidden_size * 2,
-        block_auto_adjust_ff_dim=False,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=max(1, spec.heads // 2),
-        max_position_embeddings=1024,
-        layer_types=layer_types,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    model = Lfm2ForCausalLM(config)
+    model = Lfm2ForCausalLM(lfm2_config(spec, tokenizer))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(str(out_dir))

