@@ -443,6 +443,39 @@ def chat(
 
 
 @app.command()
+def serve(
+    model: str = typer.Argument(..., help="registered model name, e.g. hala-smoke-nano-m"),
+    alias: str = typer.Option("champion", help="registry alias of the version to serve"),
+    tracking_uri: str = typer.Option(None, envvar="MLFLOW_TRACKING_URI", help="MLflow store holding the registry"),
+    runner: str = typer.Option("process", help="process (vLLM of this environment), podman or docker (the vllm image)"),
+    image: str = typer.Option(None, help="with --runner podman or docker: the vllm image, e.g. localhost/hala-vllm:0.1.0"),
+    port: int = typer.Option(8000, min=1, max=65535, help="port on this machine's loopback"),
+    max_model_len: int = typer.Option(None, min=1, help="tokens per sequence vLLM keeps room for (the chart's maxModelLen)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the command instead of running it"),
+) -> None:
+    """Serve a registered version here with the serving chart's own vLLM command, to try it before helm install.
+
+    Clients send VLLM_API_KEY (set it in this environment) as a bearer token, as the chart's Secret makes them.
+    """
+    from hala.serve import ServeError, plan_serve, serve as run_server
+    from hala.tracking import local_tracking_uri
+
+    _no_credentials(tracking_uri)
+    uri = tracking_uri or local_tracking_uri(Path("runs/smoke"))
+    try:
+        p = plan_serve(uri, model, alias, runner=runner, image=image, port=port, max_model_len=max_model_len)
+        console.print(f"{model} version {p.version} ({alias}) from {p.model_dir}: served as {p.served_name!r} at {p.url}",
+                      soft_wrap=True, highlight=False)  # fmt: skip
+        if dry_run:
+            print(" ".join(p.argv))
+            return
+        code = run_server(p)
+    except ServeError as err:
+        _fail(str(err))
+    raise typer.Exit(code)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="a run folder (the --out of hala run), holding summary.json")) -> None:
     """Rebuild a run's report (Markdown with plots) from its summary.json and MLflow store."""
     import json

@@ -205,8 +205,14 @@ def built_images(container_engine):
     import json
     import subprocess
 
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_images.py")], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"make images failed: {result.stderr.strip() or result.stdout.strip()[-2000:]}")
-    report = json.loads((ROOT / "build" / "images" / "report.json").read_text())
+    from filelock import FileLock
+
+    # Two test files on two workers may both need the images: one builds, the other then finds
+    # every layer cached and rebuilds nothing (two builds of one tag at once would race).
+    (ROOT / "build").mkdir(exist_ok=True)
+    with FileLock(str(ROOT / "build" / "images.lock")):
+        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_images.py")], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"make images failed: {result.stderr.strip() or result.stdout.strip()[-2000:]}")
+        report = json.loads((ROOT / "build" / "images" / "report.json").read_text())
     return {r["family"]: r for r in report["images"]}
