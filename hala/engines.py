@@ -8,9 +8,11 @@ transformers where it has not.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -241,36 +243,50 @@ def recipe_vllm_arguments(recipe) -> dict[str, dict[str, dict]]:
     }
 
 
-@contextmanager
-def _vllm_error_log() -> Iterator[Callable[[], str]]:
-    """vLLM's errors while an engine starts, as its engine processes log them; yields a reader of them.
+class _VLLMErrorLog:
+    """vLLM's errors while an engine starts, as its engine processes log them.
 
     vLLM builds the model in processes of its own, and when that fails the caller gets only "Engine
-    core initialization failed. See root cause above". The cause is logged there, so for the
-    engine's start the processes it spawns log their errors to a file as well, through vLLM's own
-    logging configuration (its default, plus one file handler). A user's own
-    VLLM_LOGGING_CONFIG_PATH is left alone; the cause is then only in the log.
+    core initialization failed. See root cause above". The cause is logged there, so the processes
+    an engine spawns log their errors to a file as well, through vLLM's own logging configuration
+    (its default, plus one file handler), set in the environment while the engine starts (the
+    spawned processes read it then). The file lives as long as the engine, whose processes keep
+    logging to it. A user's own VLLM_LOGGING_CONFIG_PATH is left alone; the cause is then only in the log.
     """
-    import copy
-    import os
-    import tempfile
 
-    if os.environ.get("VLLM_LOGGING_CONFIG_PATH") or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
-        yield lambda: ""
-        return
-    from vllm.logger import DEFAULT_LOGGING_CONFIG
+    def __init__(self):
+        import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="hala-vllm-") as tmp:
-        errors = Path(tmp) / "errors.log"
+        self.dir = None
+        if os.environ.get("VLLM_LOGGING_CONFIG_PATH") or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
+            return
+        from vllm.logger import DEFAULT_LOGGING_CONFIG
+
+        self.dir = tempfile.TemporaryDirectory(prefix="hala-vllm-")
+        self.errors = Path(self.dir.name) / "errors.log"
         config = copy.deepcopy(DEFAULT_LOGGING_CONFIG)
-        config["handlers"]["hala_errors"] = {"class": "logging.FileHandler", "filename": str(errors), "level": "ERROR", "delay": True}
+        config["handlers"]["hala_errors"] = {"class": "logging.FileHandler", "filename": str(self.errors), "level": "ERROR", "delay": True}
         config["loggers"]["vllm"]["handlers"].append("hala_errors")
-        (Path(tmp) / "logging.json").write_text(json.dumps(config))
-        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(Path(tmp) / "logging.json")
+        (Path(self.dir.name) / "logging.json").write_text(json.dumps(config))
+
+    @contextmanager
+    def starting(self) -> Iterator[None]:
+        """The environment the engine's processes start in."""
+        if self.dir is None:
+            yield
+            return
+        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(Path(self.dir.name) / "logging.json")
         try:
-            yield lambda: errors.read_text(errors="replace") if errors.exists() else ""
+            yield
         finally:
             del os.environ["VLLM_LOGGING_CONFIG_PATH"]
+
+    def text(self) -> str:
+        return self.errors.read_text(errors="replace") if self.dir is not None and self.errors.exists() else ""
+
+    def cleanup(self) -> None:
+        if self.dir is not None:
+            self.dir.cleanup()
 
 
 _EXCEPTION_LINE = re.compile(r"^(?:\w+\.)*\w*(?:Error|Exception|Exit)\w*: .+", re.MULTILINE)
@@ -302,11 +318,14 @@ class VLLMEngine:
 
         # Prefix caching (the shared translation prompt) is left to vLLM's default: it is on where the
         # architecture supports it, and some releases refuse it for LFM2's hybrid conv layers.
-        with _vllm_error_log() as logged:
+        self.error_log = _VLLMErrorLog()
+        with self.error_log.starting():
             try:
                 self.llm = LLM(model=model_path, **vllm_engine_args(generation))
             except Exception as err:
-                raise EngineError(f"vLLM cannot load {model_path}: {vllm_load_reason(err, logged())}") from err
+                reason = vllm_load_reason(err, self.error_log.text())
+                self.error_log.cleanup()
+                raise EngineError(f"vLLM cannot load {model_path}: {reason}") from err
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.get_tokenizer().encode(text, add_special_tokens=False))
@@ -366,6 +385,7 @@ class VLLMEngine:
             pass
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        self.error_log.cleanup()  # the engine's processes, which logged to it, are gone
 
 
 class LazyEngine:
