@@ -13,10 +13,9 @@ import argparse
 import time
 from pathlib import Path
 
-from report import emit  # benchmarks/report.py (scripts run from benchmarks/)
-from hala.corpora import read_conversations
+from report import emit, translation_texts  # benchmarks/report.py (scripts run from benchmarks/)
 from hala.engines import TransformersEngine
-from hala.recipe import DatasetRef, Generation
+from hala.recipe import Generation
 from hala.tiny import tiny_model_path
 from hala.translation import translation_conversations
 
@@ -30,12 +29,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/translate_batching.json"))
     args = parser.parse_args()
 
-    texts = [
-        m["content"]
-        for name in ("instructions_more_en.jsonl", "instructions_en.jsonl")
-        for conv in read_conversations(DatasetRef(path=f"bundled:smoke/{name}"))
-        for m in conv
-    ]
+    texts = translation_texts()
     conversations = translation_conversations(texts, PROMPT)
     engine = TransformersEngine(str(tiny_model_path("teacher")))
     engine.complete(conversations[:4], Generation(max_new_tokens=8, batch_size=4))  # warm-up, not timed

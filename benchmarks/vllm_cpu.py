@@ -30,18 +30,15 @@ PROMPT = "Translate from English to Arabic: {text}"
 
 
 def worker(backend: str, models: dict[str, str], out: Path) -> None:
-    from hala.corpora import read_conversations, read_pairs
+    from report import translation_texts  # benchmarks/report.py (this script's folder)
+
+    from hala.corpora import read_pairs
     from hala.engines import load_engine
     from hala.recipe import DatasetRef, Generation, Judge
     from hala.stages.filter_parallel import VERDICTS
     from hala.translation import translation_conversations
 
-    texts = [
-        m["content"]
-        for name in ("instructions_more_en.jsonl", "instructions_en.jsonl")
-        for conv in read_conversations(DatasetRef(path=f"bundled:smoke/{name}"))
-        for m in conv
-    ]
+    texts = translation_texts()
     conversations = translation_conversations(texts, PROMPT)
     pairs = read_pairs(DatasetRef(path="bundled:smoke/parallel_candidates_en_ar.jsonl"), "en", "ar")
     prompt = Judge.model_fields["prompt"].default
@@ -84,7 +81,6 @@ def main() -> None:
         worker(args.worker, json.loads(args.models), args.result)
         return
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from report import emit
 
     from hala.recipe import load_recipe
