@@ -159,12 +159,10 @@ def build(family: str, args, python_base: str, build_mounts: list[str]) -> dict:
     if check.returncode != 0:
         raise BuildError(f"image {family}: pip check failed in {name}: {(check.stdout + check.stderr).strip()[:400]}")
     info = json.loads(podman("image", "inspect", name, capture_output=True).stdout)[0]
-    if before and before != info["Id"]:
-        # The image this tag named before, and its layers no other image uses: each commit's build
-        # would otherwise leave 2 GB per family behind until the disk fills. One still in use stays.
-        podman("rmi", before, capture_output=True)
     print(f"{name}: built in {seconds:.0f} s, {info['Size'] / 1e9:.2f} GB, pip check clean", flush=True)
-    return {"family": family, "image": name, "id": info["Id"], "seconds": round(seconds, 1), "size_bytes": info["Size"]}
+    replaced = before if before and before != info["Id"] else None
+    return {"family": family, "image": name, "id": info["Id"], "seconds": round(seconds, 1), "size_bytes": info["Size"],
+            "replaced": replaced}  # fmt: skip
 
 
 def layers(name: str) -> dict[str, int]:
@@ -201,6 +199,7 @@ def main() -> None:
         sys.exit("build_images: podman is not installed (apt-get install podman buildah runc debootstrap)")
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    results = []
     try:
         python_base = args.python_base or (OFFICIAL_PYTHON if image_exists(OFFICIAL_PYTHON) else stand_in_python())
         # TLS to the package index through this machine's CA bundle (a proxy may re-sign it); build-time only.
@@ -214,7 +213,6 @@ def main() -> None:
         needs_base = [f for f in order if f in ON_BASE]
         if needs_base and "base" not in order and not image_exists(image_name("base", args.registry, args.tag)):
             order.insert(0, "base")
-        results = []
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             # hala-base and the MLflow server first (they share nothing); the families then build on hala-base.
             first = [pool.submit(build, f, args, python_base, build_mounts) for f in order if f not in ON_BASE]
@@ -223,6 +221,13 @@ def main() -> None:
             results += [f.result() for f in rest]
     except BuildError as err:
         sys.exit(f"build_images: {err}")
+    finally:
+        # The images the tags named before, and their layers no other image uses: each commit's build
+        # would otherwise leave 2 GB per family behind until the disk fills. One still in use stays.
+        # Removed only once no build runs: a removal while another build looks through the layer
+        # cache made that build fail ("getting top layer info: layer not known").
+        for replaced in filter(None, (r.pop("replaced") for r in results)):
+            podman("rmi", replaced, capture_output=True)
     names = [r["image"] for r in results]
     report = {
         "python_base": python_base,
