@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Conversation = list[dict[str, str]]
 ENGINES = ("auto", "transformers", "vllm")
+# The MLflow tags (hala.engine.name, .version, .device) saying which engine a stage ran on.
+ENGINE_TAG = "hala.engine"
 
 
 @dataclass(frozen=True)
@@ -405,11 +407,39 @@ class LazyEngine:
             self.engine.close()
 
 
+def engine_record(backend: str) -> dict[str, str]:
+    """Which engine a stage ran on, as its MLflow run and summary.json keep it: name, release, device.
+
+    vLLM's CPU build reports the same release as the CUDA one; the device tells them apart.
+    """
+    import torch
+
+    if backend == "vllm":
+        import vllm
+
+        version = vllm.__version__
+    else:
+        import transformers
+
+        version = transformers.__version__
+    return {"name": backend, "version": version, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def record_engine(backend: str) -> None:
+    """Tag the active MLflow run (a stage's) with the engine it generates or scores on; nothing outside a run."""
+    from hala.tracking import tag_active_run
+
+    tag_active_run({f"{ENGINE_TAG}.{k}": v for k, v in engine_record(backend).items()})
+
+
 def load_engine(model_path: str, backend: str, generation: Generation, chat_template: str | None = None) -> GenerationEngine:
     """An engine for ``model_path``; ``chat_template`` (a recipe value) overrides the tokenizer's own."""
     chosen = pick_backend(backend, model_path, generation)
     if chosen == "vllm":
         if importlib.util.find_spec("vllm") is None:
             raise EngineError("engine 'vllm' was asked for but the vllm package is not installed in this image")
-        return VLLMEngine(model_path, generation, chat_template)
-    return TransformersEngine(model_path, chat_template)
+        engine: GenerationEngine = VLLMEngine(model_path, generation, chat_template)
+    else:
+        engine = TransformersEngine(model_path, chat_template)
+    record_engine(chosen)
+    return engine

@@ -472,7 +472,8 @@ class _Planner:
         choice = self.recipe.engine
         if choice != "auto":
             return choice
-        # Only the vllm family's production image holds vLLM; on CPU hala always generates with transformers.
+        # Only the vllm family's images hold vLLM. A CPU plan sizes the subprocess run, whose environment
+        # has none (the CPU vllm image's vLLM keeps its cache in VLLM_CPU_KVCACHE_SPACE instead).
         return "vllm" if family == "vllm" and self.on_gpu() else "transformers"
 
     def generation(self, stage: str, ref: str, revision: str | None, generation: Generation, where: str, *,

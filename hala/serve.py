@@ -170,6 +170,27 @@ def plan_serve(
     return ServePlan(run, {}, url, served, model_dir, version)
 
 
+def wait_until_ready(plan: ServePlan, process: subprocess.Popen, timeout: float) -> float:
+    """Seconds until the server answers the chart's readiness path (``/health``); raises if it exits or ``timeout`` passes."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    health = plan.url.removesuffix("/v1") + "/health"
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            with urllib.request.urlopen(health, timeout=5) as reply:
+                if reply.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if process.poll() is not None:
+            raise ServeError(f"the server exited with {process.returncode} before it was ready")
+        time.sleep(1)
+    raise ServeError(f"the server was not ready after {timeout:.0f} s")
+
+
 def serve(plan: ServePlan) -> int:
     """Run the server in the foreground until it stops (Ctrl-C stops it); returns its exit code."""
     if not os.environ.get(KEY):

@@ -145,13 +145,10 @@ def run_sources(tracking_uri: str, parent_run_id: str) -> dict[str, str]:
     Two stages that read different versions of one source (a branch moved between them) are
     both kept, joined by a comma, so the lineage shows it.
     """
-    from mlflow import MlflowClient
+    from hala.tracking import stage_runs
 
-    client = MlflowClient(tracking_uri)
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=1000)
     found: dict[str, set[str]] = {}
-    for run in runs:
+    for run in stage_runs(tracking_uri, parent_run_id):
         for key, value in run.data.tags.items():
             if key.startswith(SOURCE_TAG):
                 found.setdefault(key, set()).add(value)

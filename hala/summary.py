@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hala.corpora import file_hash
+from hala.engines import ENGINE_TAG
 from hala.paper import published_for
 from hala.recipe import recipe_from_json
 from hala.report import write_report
 from hala.sources import run_sources
 from hala.stages.merge_slerp import candidate_folder
 from hala.stages.register import original_teacher, register_models
-from hala.tracking import end_parent_run, use_store
+from hala.tracking import end_parent_run, tagged_stages, use_store
 
 
 @dataclass
@@ -147,6 +148,8 @@ def finish_pipeline(recipe_json: str, tracking_uri: str, parent_run_id: str, *, 
         })  # fmt: skip
     # Every model and dataset version the stages read; the summary names the teacher the FP8 copy came from.
     sources = run_sources(tracking_uri, parent_run_id)
+    # Which engine (and release, and device) each generating or evaluating stage ran on, from its run's tags.
+    summary["engines"] = tagged_stages(tracking_uri, parent_run_id, ENGINE_TAG)
     summary["teacher"] = original_teacher(recipe, sources)
     summary["registered"] = register_models(
         recipe,

@@ -170,6 +170,48 @@ def stage_run(recipe: Recipe, tracking_uri: str, parent_run_id: str, stage: str,
         yield run.info.run_id
 
 
+def tag_active_run(tags: dict[str, str]) -> None:
+    """Tag the active MLflow run (a stage's), if there is one.
+
+    A value the run already holds under another tag value is kept beside the new one (joined by a
+    comma, sorted): a stage that opens two engines of different kinds says so.
+    """
+    import sys
+
+    if "mlflow" not in sys.modules:  # no stage run can be open: do not pay for importing MLflow
+        return
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None:
+        return
+    held = mlflow.MlflowClient().get_run(active.info.run_id).data.tags
+    merged = {}
+    for key, value in tags.items():
+        values = set(held[key].split(",")) if key in held else set()
+        merged[key] = ",".join(sorted(values | {value}))
+    mlflow.set_tags(merged)
+
+
+def stage_runs(tracking_uri: str, parent_run_id: str) -> list:
+    """Every nested (stage) run under ``parent_run_id``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=1000)
+
+
+def tagged_stages(tracking_uri: str, parent_run_id: str, prefix: str) -> dict[str, dict[str, str]]:
+    """Per stage run under ``parent_run_id`` (by run name), its tags ``prefix.KEY`` as {KEY: value}; runs without one are left out."""
+    found = {}
+    for run in stage_runs(tracking_uri, parent_run_id):
+        tags = {k.removeprefix(prefix + "."): v for k, v in run.data.tags.items() if k.startswith(prefix + ".")}
+        if tags:
+            found[run.info.run_name] = tags
+    return dict(sorted(found.items()))
+
+
 def log_stage_metrics(metrics: dict[str, float]) -> None:
     import mlflow
 

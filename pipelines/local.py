@@ -28,7 +28,12 @@ from pipelines.translate_and_tune import build_pipeline
 RUNNERS = ("subprocess", "docker")
 # What a task container gets from this environment, as a pod gets it from its Secrets and spec:
 # object storage, MLflow credentials, the hub token, offline switches. Values, never baked in.
-PASSED_ENV_PREFIXES = ("AWS_", "MLFLOW_TRACKING_", "HF_TOKEN", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+PASSED_ENV_PREFIXES = (
+    "AWS_", "MLFLOW_TRACKING_", "HF_TOKEN", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CPU_",
+)  # fmt: skip
+# GiB of KV cache per vLLM engine of a CPU task, unless VLLM_CPU_KVCACHE_SPACE says otherwise.
+DEFAULT_CPU_KVCACHE_GIB = "1"
+LOCAL_SHM = "1g"  # /dev/shm of each task's container
 
 
 def run_local(recipe: Recipe, out_dir: Path, runner: str = "subprocess", image_registry: str = LOCAL_REGISTRY) -> dict:
@@ -161,6 +166,9 @@ def _containers(recipe: Recipe, out_dir: Path, registry: str, pipeline) -> Itera
         hand_to(out_dir / "artifacts", STAGE_USER)
         env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES)}
         env[RUN_KEY_ENV] = os.environ[RUN_KEY_ENV]
+        # The CPU vllm image's engines would reserve 90% of this machine's memory, and refuse to start
+        # when less is free; the tasks run one at a time, each with this much for its KV cache.
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
         env["HALA_CACHE"] = str(cache_home())
         if recipe.tracking.tracking_uri:
             run.tracking_uri = recipe.tracking.tracking_uri
@@ -175,8 +183,11 @@ def _containers(recipe: Recipe, out_dir: Path, registry: str, pipeline) -> Itera
             run.tracking_uri, run.store = server.uri, server.store
             run.ran["mlflow_server"] = {**image_record(client, server_image), "containers": 1}
         # Relative local paths in the recipe resolve as they do here.
+        # shm_size: a container engine's default /dev/shm (64 MiB) is too small for vLLM, whose engine
+        # talks to its worker through a shared-memory queue (160 MiB with the CPU build); pods get
+        # theirs from the recipe's cluster.resources.*.shm.
         run.runner = kfp.local.DockerRunner(
-            network_mode="host", mounts=mounts, environment=env, working_dir=os.getcwd(), **task_user(client)
+            network_mode="host", mounts=mounts, environment=env, working_dir=os.getcwd(), shm_size=LOCAL_SHM, **task_user(client)
         )
         original = docker_task_handler.run_docker_container
         docker_task_handler.run_docker_container = run.run_container

@@ -5,7 +5,7 @@
 The same script runs in the test environment (transformers) and in .venv-vllm (vLLM, the CPU
 build), so that both backends answer the same requests through hala's own code: ``load_engine``,
 ``complete``, ``choice_logprobs``, ``count_tokens``, ``translate_texts`` (the gate's and the
-bootstrap's path) and ``close``. Every job opens its own engine in this one process and closes it
+bootstrap's path), ``close``, and the evaluation stage's ``evaluate_benchmarks`` (lm-eval). Every job opens its own engine in this one process and closes it
 before the next, as the FP8 gate does with its two teachers. A job whose engine cannot be made
 records the error instead, so the test can read the message a user would get.
 
@@ -27,6 +27,12 @@ def run_job(job: dict) -> dict:
     generation = Generation(**job.get("generation", {}))
     out: dict = {"name": job["name"]}
     started = time.perf_counter()
+    if "benchmarks" in job:  # the evaluation stage's lm-eval run, on the backend's lm-eval model
+        from hala.recipe import Evaluation
+        from hala.stages.evaluate import evaluate_benchmarks
+
+        result = evaluate_benchmarks(job["model"], Evaluation(**job["benchmarks"]), job.get("backend", "auto"), items=True)
+        return out | {"engine": result["engine"], "benchmarks": result, "seconds": time.perf_counter() - started}
     try:
         engine = load_engine(job["model"], job.get("backend", "auto"), generation, job.get("chat_template"))
     except Exception as err:  # noqa: BLE001 -- the message is the result, as a user reads it

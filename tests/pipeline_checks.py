@@ -97,6 +97,13 @@ def _client(summary):
     return mlflow.MlflowClient()
 
 
+# The stage runs that open a generation engine or an lm-eval model (the vllm family's).
+ENGINE_STAGES = {
+    "gate_teacher", "bootstrap_bilingual[0]", "judge_pairs[0]", "judge_pairs[1]", "judge_pairs[canary]", "evaluate_translator",
+    "translate_corpus[0]", "translate_corpus[1]", "translate_corpus[canary]", "evaluate_student[nano-s]", "evaluate_student[nano-m]",
+}  # fmt: skip
+
+
 def _rows(path):
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
@@ -104,7 +111,8 @@ def _rows(path):
 class RunChecks:
     """What a finished smoke run must have left behind, whichever runner ran its tasks.
 
-    A runner's module also gives ``run_secrets``: the secret values its run had in its environment.
+    A runner's module also gives ``run_secrets``, the secret values its run had in its environment,
+    and ``run_engine``, the engine (name, release) its generating stages must have run on.
     """
 
     def test_no_secret_reached_any_file_log_or_mlflow_record_of_the_run(self, any_run, run_secrets):
@@ -115,6 +123,19 @@ class RunChecks:
         assert found == [], found
         # The search finds what is there: the username, an identity MLflow records as the runs' user.
         assert any(f.endswith(": MLFLOW_TRACKING_USERNAME") for f in leaks(out, IDENTITY))
+
+    def test_every_generating_and_evaluating_stage_names_its_engine(self, any_run, run_engine):
+        """summary.json says which engine (and release, and device) each stage ran on, as its MLflow run does."""
+        _, summary = any_run
+        assert set(summary["engines"]) == ENGINE_STAGES
+        name, version = run_engine
+        assert {stage: engine["name"] for stage, engine in summary["engines"].items()} == dict.fromkeys(ENGINE_STAGES, name)
+        assert {(e["version"], e["device"]) for e in summary["engines"].values()} == {(version, "cpu")}
+        # The stage runs carry the same tags, for a user who looks in MLflow instead.
+        client = _client(summary)
+        parent_id = summary["mlflow"]["parent_run_id"]
+        runs = client.search_runs([client.get_run(parent_id).info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+        assert {r.info.run_name: r.data.tags["hala.engine.name"] for r in runs if "hala.engine.name" in r.data.tags} == dict.fromkeys(ENGINE_STAGES, name)
 
     def test_summary_locates_every_artifact(self, any_run):
         out, summary = any_run

@@ -139,6 +139,14 @@ def any_run(docker_smoke_run):
 
 
 @pytest.fixture(scope="module")
+def run_engine():
+    import re
+
+    # The smoke recipe's engine: transformers, as the vllm image's CPU lock pins it.
+    return "transformers", re.search(r"^transformers==(\S+)", (ROOT / "images" / "locks" / "vllm-cpu.txt").read_text(), re.MULTILINE).group(1)
+
+
+@pytest.fixture(scope="module")
 def run_secrets(s3_server):
     # The S3 server's own secret key, which every task had: a real secret, not a planted one.
     return {**PLANTED, "AWS_SECRET_ACCESS_KEY": s3_server["env"]["AWS_SECRET_ACCESS_KEY"]}

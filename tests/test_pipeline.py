@@ -33,6 +33,14 @@ def any_run(smoke_run):
 
 
 @pytest.fixture(scope="module")
+def run_engine():
+    import transformers
+
+    # the smoke recipe's engine
+    return "transformers", transformers.__version__
+
+
+@pytest.fixture(scope="module")
 def run_secrets():
     return {**PLANTED, **S3_SECRET}
 

@@ -52,21 +52,16 @@ class Server:
     def start(self) -> float:
         import os
 
-        started = time.monotonic()
+        from hala.serve import ServeError, wait_until_ready
+
         with self.log.open("ab") as out:
             # The key reaches the container by name (--env VLLM_API_KEY), from this environment only.
             env = {**os.environ, **self.plan.env, "VLLM_API_KEY": self.key}
             self.process = subprocess.Popen(self.plan.argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        while time.monotonic() - started < START_S:
-            try:
-                if requests.get(self.health, timeout=5).status_code == 200:
-                    return time.monotonic() - started
-            except requests.RequestException:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(1)
-        raise AssertionError(f"vLLM did not become ready: {self.log.read_text(errors='replace')[-3000:]}")
+        try:
+            return wait_until_ready(self.plan, self.process, START_S)
+        except ServeError as err:
+            raise AssertionError(f"vLLM did not become ready ({err}): {self.log.read_text(errors='replace')[-3000:]}") from None
 
     def stop(self) -> None:
         _podman("rm", "--force", "--time", "5", self.name)

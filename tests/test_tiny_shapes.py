@@ -74,3 +74,16 @@ def test_a_key_the_real_config_lacks_is_refused(monkeypatch):
     monkeypatch.setattr(plan, "shipped_models", lambda: {LFM2_TEMPLATE: {"config": template}})
     with pytest.raises(ValueError, match="tiny LFM2: conv_dim not in LiquidAI/LFM2-350M's config.json"):
         lfm2_config(TinySpec(hidden_size=32, layers=2, heads=2, seed=0), _Tokenizer())
+
+
+def test_every_tiny_lfm2_has_heads_vllms_cpu_attention_runs():
+    """vLLM's CPU attention refused the students' heads of 16 and 24 (``Unsupported CPU attention
+    configuration: head_dim=24``) when the containerized smoke run first evaluated them on vLLM; it
+    runs the others (32, 48) there. The real LFM2 sizes have heads of 64."""
+    from hala.tiny import TINY_MODELS
+
+    assert {name: spec.hidden_size // spec.heads for name, spec in TINY_MODELS.items()} == {
+        "teacher": 48, "judge": 48, "translator-base": 32, "student-s": 32, "student-m": 32,
+    }  # fmt: skip
+    real = {name: c["config"]["hidden_size"] // c["config"]["num_attention_heads"] for name, c in shipped_models().items() if "LFM2" in name}
+    assert set(real.values()) == {64}, real

@@ -88,6 +88,8 @@ def _jobs(recipe, tiny, fp8: str, broken: dict[str, str], backend: str) -> list[
         {"name": "judge", "model": tiny("judge"), "backend": backend, "generation": recipe.judge.generation.model_dump(),
          "choices": {"conversations": judge, "choices": ["ACCEPT", "REJECT"]}},
     ]  # fmt: skip
+    # The evaluation stage's lm-eval run (its six tasks on the fixtures), on the backend's lm-eval model.
+    jobs.append({"name": "benchmarks", "model": tiny("student-m"), "backend": backend, "benchmarks": {"source": "fixtures", "batch_size": 16}})
     if backend != "transformers":
         jobs += [{"name": name, "model": path, "backend": backend} for name, path in broken.items()]
     return jobs
@@ -192,6 +194,34 @@ def test_the_fp8_teacher_passes_the_gate_on_vllm(probes):
     assert chrf[("vllm", "teacher")] - chrf[("vllm", "fp8 teacher")] <= recipe.teacher.max_chrf_drop, chrf
     assert abs(chrf[("vllm", "teacher")] - chrf[("transformers", "teacher")]) <= recipe.teacher.max_chrf_drop, chrf
     assert chrf[("vllm", "fp8 teacher")] > 0
+
+
+# Measured (2026-12-03): 96/96 answers alike, log-likelihoods at most 0.005 apart, all six task scores
+# equal. The bounds leave room for a near tie to fall the other way (one item of a 16-item subset
+# moves its task by 6.25 points at most), not for a backend that scores differently.
+AGREE, LOGPROB_GAP, SCORE_GAP = 0.95, 0.1, 6.25
+
+
+def test_lm_evals_vllm_backend_scores_the_six_tasks_as_its_hf_backend_does(probes):
+    """The evaluation stage on vLLM (lm-eval's VLLM model, bfloat16 here) against lm-eval's HF model (float32)."""
+    vllm, hf = (_job(probes[b], "benchmarks")["benchmarks"] for b in ("vllm", "transformers"))
+    assert (vllm["engine"], hf["engine"]) == ("vllm", "transformers")
+    assert set(vllm["tasks"]) == set(hf["tasks"]) == {"alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht"}
+    pairs = [
+        (a, b)
+        for task in hf["tasks"]
+        for subset in hf["tasks"][task]["subsets"]
+        for a, b in zip(vllm["tasks"][task]["subsets"][subset]["items"], hf["tasks"][task]["subsets"][subset]["items"], strict=True)
+    ]
+    # The same prompts (the chat template applied alike) and choices, and log-likelihoods that agree.
+    assert all(a["prompt"] == b["prompt"] and a["choices"] == b["choices"] for a, b in pairs)
+    gaps = [abs(x - y) for a, b in pairs for x, y in zip(a["logprobs"], b["logprobs"], strict=True)]
+    same = sum(a["chosen"] == b["chosen"] for a, b in pairs)
+    scores = {task: (vllm["tasks"][task]["score"], hf["tasks"][task]["score"]) for task in hf["tasks"]}
+    print(f"lm-eval vLLM vs HF: {same}/{len(pairs)} answers alike, log-likelihood gap max {max(gaps):.3f}, scores {scores}")
+    assert same >= AGREE * len(pairs), (same, len(pairs))
+    assert max(gaps) < LOGPROB_GAP, max(gaps)
+    assert all(abs(v - h) <= SCORE_GAP for v, h in scores.values()), scores
 
 
 def test_a_model_vllm_cannot_load_is_refused_with_vllms_reason(probes, tmp_path):

