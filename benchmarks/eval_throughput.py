@@ -28,8 +28,8 @@ def measure(model: str, logits_cache: bool) -> dict:
 
     rows = {"n": 0, "calls": 0}
 
-    def counted(model_path, backend, evaluation):
-        lm = HFLM(pretrained=model_path, batch_size=evaluation.batch_size, device="cpu", dtype="float32", logits_cache=logits_cache)
+    def counted(model_path, backend, batch_size):
+        lm = HFLM(pretrained=model_path, batch_size=batch_size, device="cpu", dtype="float32", logits_cache=logits_cache)
 
         def hook(_module, args, kwargs):
             ids = args[0] if args else kwargs["input_ids"]

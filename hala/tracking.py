@@ -171,26 +171,15 @@ def stage_run(recipe: Recipe, tracking_uri: str, parent_run_id: str, stage: str,
 
 
 def tag_active_run(tags: dict[str, str]) -> None:
-    """Tag the active MLflow run (a stage's), if there is one.
-
-    A value the run already holds under another tag value is kept beside the new one (joined by a
-    comma, sorted): a stage that opens two engines of different kinds says so.
-    """
+    """Tag the active MLflow run (a stage's), if there is one."""
     import sys
 
     if "mlflow" not in sys.modules:  # no stage run can be open: do not pay for importing MLflow
         return
     import mlflow
 
-    active = mlflow.active_run()
-    if active is None:
-        return
-    held = mlflow.MlflowClient().get_run(active.info.run_id).data.tags
-    merged = {}
-    for key, value in tags.items():
-        values = set(held[key].split(",")) if key in held else set()
-        merged[key] = ",".join(sorted(values | {value}))
-    mlflow.set_tags(merged)
+    if mlflow.active_run() is not None:
+        mlflow.set_tags(tags)
 
 
 def stage_runs(tracking_uri: str, parent_run_id: str) -> list:

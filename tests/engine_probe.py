@@ -5,9 +5,10 @@
 The same script runs in the test environment (transformers) and in .venv-vllm (vLLM, the CPU
 build), so that both backends answer the same requests through hala's own code: ``load_engine``,
 ``complete``, ``choice_logprobs``, ``count_tokens``, ``translate_texts`` (the gate's and the
-bootstrap's path), ``close``, and the evaluation stage's ``evaluate_benchmarks`` (lm-eval). Every job opens its own engine in this one process and closes it
-before the next, as the FP8 gate does with its two teachers. A job whose engine cannot be made
-records the error instead, so the test can read the message a user would get.
+bootstrap's path), ``close``, and the evaluation stage's ``evaluate_benchmarks`` (lm-eval).
+Every job opens its own engine in this one process and closes it before the next, as the FP8
+gate does with its two teachers. A job whose engine cannot be made records the error instead, so
+the test can read the message a user would get.
 
 vLLM starts its engine in a spawned process: everything runs under ``if __name__ == "__main__"``.
 """

@@ -203,7 +203,7 @@ AGREE, LOGPROB_GAP, SCORE_GAP = 0.95, 0.1, 6.25
 
 
 def test_lm_evals_vllm_backend_scores_the_six_tasks_as_its_hf_backend_does(probes):
-    """The evaluation stage on vLLM (lm-eval's VLLM model, bfloat16 here) against lm-eval's HF model (float32)."""
+    """The evaluation stage on vLLM (lm-eval's VLLM model, its dtype auto) against lm-eval's HF model (float32)."""
     vllm, hf = (_job(probes[b], "benchmarks")["benchmarks"] for b in ("vllm", "transformers"))
     assert (vllm["engine"], hf["engine"]) == ("vllm", "transformers")
     assert set(vllm["tasks"]) == set(hf["tasks"]) == {"alghafa", "arabic_mmlu", "exams", "madinah_qa", "aratrust", "arbmmlu_ht"}

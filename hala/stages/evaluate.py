@@ -25,7 +25,7 @@ class EvaluationError(RuntimeError):
     """A benchmark task that cannot be scored; the message names it."""
 
 
-def _lm_eval_model(model_path: str, backend: str, evaluation: Evaluation):
+def _lm_eval_model(model_path: str, backend: str, batch_size: int):
     if backend == "vllm":
         from hala.vllm_cli import answer_for_the_cpu_build
 
@@ -38,7 +38,7 @@ def _lm_eval_model(model_path: str, backend: str, evaluation: Evaluation):
         from lm_eval.models.huggingface import HFLM
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        lm = HFLM(pretrained=model_path, batch_size=evaluation.batch_size, device=device, dtype="float32" if device == "cpu" else "auto")
+        lm = HFLM(pretrained=model_path, batch_size=batch_size, device=device, dtype="float32" if device == "cpu" else "auto")
     record_engine(backend)
     return lm
 
@@ -118,7 +118,7 @@ def evaluate_benchmarks(
 
     counts = counts if counts is not None else check_benchmark_data(evaluation)
     backend = pick_backend(engine, model_path, Generation(max_new_tokens=1, batch_size=evaluation.batch_size), prompt_tokens=EVAL_TOKENS, scoring=True)
-    lm = _lm_eval_model(model_path, backend, evaluation)
+    lm = _lm_eval_model(model_path, backend, evaluation.batch_size)
     # lighteval's rule: a tokenizer with a chat template is prompted through it.
     chat = getattr(lm.tokenizer, "chat_template", None) is not None
     configs = {
